@@ -1,0 +1,7 @@
+"""Datasets: the bundled example and a Splatter-style simulator."""
+
+from __future__ import annotations
+
+from ._example import example
+
+__all__ = ["example"]
