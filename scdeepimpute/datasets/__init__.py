@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from ._example import example
+from ._simulate import simulate
 
-__all__ = ["example"]
+__all__ = ["example", "simulate"]

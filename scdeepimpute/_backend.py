@@ -1,0 +1,43 @@
+"""Lazy, checked import of TensorFlow and Keras 3 (importing scdeepimpute must stay cheap)."""
+
+from __future__ import annotations
+
+import os
+
+
+def import_keras():
+    """Return ``(tf, keras)``, making sure Keras 3 runs on the TensorFlow backend."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import keras
+        import tensorflow as tf
+    except ImportError as e:  # pragma: no cover - hard dependencies
+        e.add_note("scdeepimpute needs TensorFlow >= 2.16 with Keras 3: pip install 'tensorflow>=2.16'")
+        raise
+    if int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover
+        msg = f"scdeepimpute needs Keras 3, found keras {keras.__version__}."
+        raise ImportError(msg)
+    if keras.backend.backend() != "tensorflow":  # pragma: no cover
+        msg = (
+            f"Keras is running on the {keras.backend.backend()!r} backend; scdeepimpute trains with TensorFlow. "
+            "Set KERAS_BACKEND=tensorflow before importing keras."
+        )
+        raise RuntimeError(msg)
+    return tf, keras
+
+
+def set_threads(n_jobs: int | None) -> None:
+    """Ask TensorFlow for ``n_jobs`` threads; only possible before its runtime starts, so fail softly."""
+    if n_jobs is None:
+        return
+    tf, _ = import_keras()
+    n = os.cpu_count() or 1 if n_jobs < 0 else n_jobs
+    try:
+        if tf.config.threading.get_intra_op_parallelism_threads() != n:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(min(n, 2))
+    except RuntimeError:
+        from . import _logging as logg
+
+        logg.warning(f"TensorFlow is already running; n_jobs={n_jobs} is ignored for this process.")

@@ -1,0 +1,199 @@
+"""``scdeepimpute.pp.deepimpute``: the one-line scanpy entry point."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from . import _logging as logg
+from ._model import DeepImpute, Policy
+from ._utils import as_supported, check_counts as _check_counts, get_matrix
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+
+def deepimpute(  # noqa: PLR0913
+    adata: AnnData,
+    *,
+    layer: str | None = None,
+    key_added: str = "imputed",
+    preset: Literal["default", "paper"] = "default",
+    genes: Sequence[str] | None = None,
+    min_vmr: float | None = None,
+    subset_size: int | None = None,
+    n_predictors: int | None = None,
+    hidden_units: int | None = None,
+    dropout_rate: float | None = None,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
+    max_epochs: int | None = None,
+    patience: int | None = None,
+    validation_fraction: float | None = None,
+    restore_best_weights: bool | None = None,
+    policy: Policy = "restore",
+    train_size: float | int | None = None,
+    model: DeepImpute | None = None,
+    check_counts: bool = False,
+    n_jobs: int | None = None,
+    random_state: int = 0,
+    copy: bool = False,
+) -> AnnData | None:
+    """Impute dropouts with DeepImpute :cite:p:`Arisdakessian2019`.
+
+    Trains a :class:`~scdeepimpute.DeepImpute` model on the raw counts in ``adata.X`` (or
+    ``layer``) and writes the imputed counts to ``adata.layers[key_added]``. ``adata.X`` and every
+    other layer are left untouched; observed non-zero counts are kept exactly (``policy="restore"``).
+
+    With the default preset two layers come from one fit:
+
+    ``adata.layers[key_added]``
+        zeros replaced by the *expected* expression, P(detected) x value-if-detected. Use it for
+        clustering, UMAP and DE (``sc.pp.normalize_total(adata, layer="imputed")`` then ``log1p``).
+    ``adata.layers[f"{key_added}_detected"]``
+        zeros replaced by the value the gene would have *if detected* (the paper's semantics):
+        the best estimate of a dropped count, but it fills every zero with a detection-level
+        value, which blurs cell types; use it to recover values, not to cluster.
+
+    ``preset="paper"`` runs the published method (one layer, with the paper's semantics).
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with raw counts (cells x genes), dense or sparse, integer or float.
+    layer
+        Layer holding the raw counts; ``None`` uses ``adata.X``.
+    key_added
+        Name of the output layer (and prefix of the ``var`` columns and ``uns`` entry).
+    preset
+        ``"default"`` (tuned) or ``"paper"`` (published hyperparameters); see :class:`~scdeepimpute.DeepImpute`.
+    genes
+        Impute these genes instead of those passing ``min_vmr``.
+    min_vmr, subset_size, n_predictors, hidden_units, dropout_rate, learning_rate, batch_size, max_epochs, patience, validation_fraction, restore_best_weights
+        Hyperparameters; ``None`` takes the preset's value (see :class:`~scdeepimpute.DeepImpute`).
+    policy
+        ``"restore"`` (replace zeros only), ``"all"`` (model output for every entry of a target gene)
+        or ``"max"`` (the larger of observed and predicted).
+    train_size
+        Train on a random subset of cells (fraction or number); all cells are imputed.
+    model
+        A fitted :class:`~scdeepimpute.DeepImpute` to use instead of training one.
+    check_counts
+        Raise (instead of warn) when the input holds non-integer values.
+    n_jobs
+        TensorFlow threads (only effective before TensorFlow starts); ``None`` keeps its default.
+    random_state
+        Seed; the same seed on the same machine gives the same result.
+    copy
+        Return a modified copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    ``None`` if ``copy=False``, else a new :class:`~anndata.AnnData`. Sets:
+
+    ``adata.layers[key_added]`` : :class:`numpy.ndarray` (float32)
+        Imputed counts, same shape as the input.
+    ``adata.layers[f"{key_added}_detected"]`` : :class:`numpy.ndarray` (float32)
+        Value-if-detected fill (models with a detection head).
+    ``adata.var[f"{key_added}_target"]`` : bool
+        Whether the gene was imputed.
+    ``adata.var[f"{key_added}_block"]`` : int
+        Sub-network of the gene (-1 if not imputed).
+    ``adata.uns[key_added]`` : dict
+        ``params``, training summary (``epochs``, ``loss``, ``val_loss``, ``best_epoch``), timing.
+
+    Examples
+    --------
+    >>> import scanpy as sc
+    >>> import scdeepimpute as sdi
+    >>> adata = sdi.datasets.example()
+    >>> sdi.pp.deepimpute(adata, max_epochs=5)  # doctest: +SKIP
+    >>> sc.pp.normalize_total(adata, layer="imputed")  # doctest: +SKIP
+    """
+    start = logg.info("running DeepImpute")
+    t0 = time.perf_counter()
+    X = as_supported(get_matrix(adata, layer))
+    _check_counts(X, strict=check_counts)
+    outputs = [key_added]
+    if key_added == layer:
+        msg = f"key_added={key_added!r} is the input layer; choose another name so the raw counts are kept."
+        raise ValueError(msg)
+
+    from ._backend import set_threads
+
+    set_threads(n_jobs)
+    pretrained = model is not None
+    if model is None:
+        model = DeepImpute(
+            preset=preset,
+            min_vmr=min_vmr,
+            subset_size=subset_size,
+            n_predictors=n_predictors,
+            hidden_units=hidden_units,
+            dropout_rate=dropout_rate,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            patience=patience,
+            validation_fraction=validation_fraction,
+            restore_best_weights=restore_best_weights,
+            random_state=random_state,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the count check above already warned once
+            model.fit(X, var_names=adata.var_names, genes=genes, train_size=train_size)
+    two_heads = model.params["detection_head"]
+    fills = ("expected", "detected") if two_heads else ("detected",)
+    result = model.impute(X, var_names=adata.var_names, policy=policy, fills=fills)
+    if two_heads:
+        outputs.append(f"{key_added}_detected")
+
+    # everything is computed: only now touch adata, so an error above leaves it unchanged
+    if copy:
+        adata = adata.copy()
+    elif adata.is_view:
+        adata._init_as_actual(adata.copy())
+    for name in outputs:
+        if name in adata.layers:
+            logg.warning(f"overwriting existing layer {name!r}")
+    adata.layers[key_added] = result[fills[0]]
+    if two_heads:
+        adata.layers[f"{key_added}_detected"] = result["detected"]
+    block_of = np.full(adata.n_vars, -1, dtype=np.int64)
+    for k, block in enumerate(model.blocks_):
+        block_of[block] = k
+    adata.var[f"{key_added}_target"] = block_of >= 0
+    adata.var[f"{key_added}_block"] = block_of
+    history = model.history_.to_dict()
+    adata.uns[key_added] = {
+        "params": {
+            "layer": "X" if layer is None else layer,
+            "preset": model.preset,
+            "policy": policy,
+            "random_state": model.random_state,
+            "train_size": "all" if train_size is None else train_size,
+            "pretrained": pretrained,
+            **model.params,
+        },
+        "n_targets": int((block_of >= 0).sum()),
+        "n_blocks": len(model.blocks_),
+        "epochs": history["epochs"],
+        "best_epoch": history["best_epoch"],
+        "loss": history["loss"],
+        "val_loss": history["val_loss"],
+        "layers": outputs,
+        "time_s": float(time.perf_counter() - t0),
+        "version": version("scdeepimpute"),
+    }
+    logg.info(
+        "    finished",
+        time=start,
+        deep=f"added\n    {', '.join(repr(o) for o in outputs)} (adata.layers)\n"
+        f"    '{key_added}_target', '{key_added}_block' (adata.var)\n    {key_added!r} (adata.uns)",
+    )
+    return adata if copy else None

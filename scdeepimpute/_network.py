@@ -1,0 +1,136 @@
+"""All of DeepImpute's sub-networks as one fused Keras layer, and the loop that trains them.
+
+Each block k has its own weights, ``Dense(hidden, relu) -> Dropout -> Dense(block size, softplus)``,
+stacked along a leading block axis so that one batched matrix product serves every block. Inputs
+and targets are gathered in the graph from one dense batch of log1p counts; padded input slots read
+a zero column and padded output slots are masked out of the loss, so blocks of different sizes are
+exactly the independent networks of the paper, trained in one computation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._backend import import_keras
+
+tf, keras = import_keras()
+
+
+@dataclass
+class BlockLayout:
+    """Column layout of the fused network: which columns of a batch each block reads and predicts."""
+
+    columns: np.ndarray  # genes (input column indices) present in a batch, sorted
+    inputs: np.ndarray  # (blocks, max inputs) positions in ``columns``; padding = len(columns)
+    outputs: np.ndarray  # (blocks, max targets) positions in ``columns``; padding = len(columns)
+    n_inputs: np.ndarray = field(init=False)
+    n_outputs: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        pad = len(self.columns)
+        self.n_inputs = (self.inputs != pad).sum(axis=1)
+        self.n_outputs = (self.outputs != pad).sum(axis=1)
+
+    @classmethod
+    def from_blocks(cls, blocks: list[np.ndarray], predictors: list[np.ndarray]) -> BlockLayout:
+        columns = np.unique(np.concatenate([*blocks, *predictors]))
+        pad = len(columns)
+
+        def padded(lists):
+            width = max(len(x) for x in lists)
+            out = np.full((len(lists), width), pad, dtype=np.int32)
+            for k, x in enumerate(lists):
+                out[k, : len(x)] = np.searchsorted(columns, x)
+            return out
+
+        return cls(columns=columns, inputs=padded(predictors), outputs=padded(blocks))
+
+
+class FusedBlocks(keras.Model):
+    """The block-diagonal DeepImpute network: K independent two-layer perceptrons in one layer.
+
+    Returns the value head (softplus, log1p scale) and, with ``detection_head``, the logits of
+    a second head that predicts whether the gene is detected (non-zero) in the cell.
+    """
+
+    def __init__(self, layout: BlockLayout, *, hidden_units: int, dropout_rate: float,
+                 detection_head: bool, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.layout = layout
+        self.hidden_units = hidden_units
+        self.dropout_rate = dropout_rate
+        self.detection_head = detection_head
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._init_seed = seed
+        self._inputs = tf.constant(layout.inputs)
+        self._outputs = tf.constant(layout.outputs)
+
+    def build(self, input_shape=None):
+        K, P = self.layout.inputs.shape
+        S = self.layout.outputs.shape[1]
+        H = self.hidden_units
+        rng = np.random.default_rng(self._init_seed)
+        in_mask = (np.arange(P)[None, :] < self.layout.n_inputs[:, None]).astype(np.float32)
+        out_mask = (np.arange(S)[None, :] < self.layout.n_outputs[:, None]).astype(np.float32)
+
+        def glorot(fan_in, fan_out, shape):
+            # Keras' glorot_uniform per block with that block's real fan-in/fan-out; padding rows stay 0
+            limit = np.sqrt(6.0 / (fan_in + fan_out)).astype(np.float32)
+            return rng.uniform(-1.0, 1.0, size=shape).astype(np.float32) * limit.reshape(-1, 1, 1)
+
+        w1 = glorot(self.layout.n_inputs, H, (K, P, H)) * in_mask[:, :, None]
+        w2 = glorot(H, self.layout.n_outputs, (K, H, S)) * out_mask[:, None, :]
+        self.w1 = self.add_weight(shape=(K, P, H), initializer="zeros", name="w1")
+        self.b1 = self.add_weight(shape=(K, H), initializer="zeros", name="b1")
+        self.w2 = self.add_weight(shape=(K, H, S), initializer="zeros", name="w2")
+        self.b2 = self.add_weight(shape=(K, S), initializer="zeros", name="b2")
+        self.w1.assign(w1)
+        self.w2.assign(w2)
+        if self.detection_head:
+            wd = glorot(H, self.layout.n_outputs, (K, H, S)) * out_mask[:, None, :]
+            self.wd = self.add_weight(shape=(K, H, S), initializer="zeros", name="wd")
+            self.bd = self.add_weight(shape=(K, S), initializer="zeros", name="bd")
+            self.wd.assign(wd)
+        self.output_mask = tf.constant(out_mask)
+        super().build(input_shape)
+
+    def gather(self, batch):
+        """Split a dense (cells, columns + 1) batch into block inputs (K, B, P) and targets (K, B, S)."""
+        t = tf.transpose(batch)
+        x = tf.transpose(tf.gather(t, self._inputs), (0, 2, 1))
+        y = tf.transpose(tf.gather(t, self._outputs), (0, 2, 1))
+        return x, y
+
+    def call(self, x, training=False):
+        h = tf.nn.relu(tf.matmul(x, self.w1) + self.b1[:, None, :])
+        if training and self.dropout_rate > 0:
+            h = keras.random.dropout(h, self.dropout_rate, seed=self.seed_generator)
+        value = tf.nn.softplus(tf.matmul(h, self.w2) + self.b2[:, None, :])
+        if not self.detection_head:
+            return value, None
+        logits = tf.matmul(h, self.wd) + self.bd[:, None, :]
+        return value, logits
+
+    def block_variables(self):
+        """Trainable variables, all with the block axis first (used for per-block best weights)."""
+        names = ["w1", "b1", "w2", "b2"] + (["wd", "bd"] if self.detection_head else [])
+        return [getattr(self, n) for n in names]
+
+
+def block_losses(net: FusedBlocks, y, value, logits, row_weight, *, detection_weight: float = 1.0):
+    """Per-block loss, shape (K,): DeepImpute's weighted MSE plus, with two heads, the detection BCE.
+
+    The value loss is the original ``mean(y * (y - y_hat) ** 2)`` over each block's cells and real
+    targets (so zeros, which carry no weight, never pull predictions down); padding rows and columns
+    are excluded from sums and denominators.
+    """
+    mask = net.output_mask[:, None, :] * row_weight[None, :, None]
+    denom = tf.reduce_sum(row_weight) * tf.reduce_sum(net.output_mask, axis=1)
+    value_loss = tf.reduce_sum(mask * y * tf.square(y - value), axis=(1, 2)) / denom
+    if logits is None:
+        return value_loss
+    detected = tf.cast(y > 0, y.dtype)
+    bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=detected, logits=logits)
+    return value_loss + detection_weight * tf.reduce_sum(mask * bce, axis=(1, 2)) / denom

@@ -1,0 +1,179 @@
+"""Training and inference loops for the fused network: many optimiser steps per TensorFlow call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _logging as logg
+from ._backend import import_keras
+from ._network import FusedBlocks, block_losses
+
+tf, keras = import_keras()
+
+#: Target rows per host-to-graph chunk; a chunk runs ``chunk_rows // batch_size`` steps in one call.
+CHUNK_ROWS = 8192
+
+
+@dataclass
+class History:
+    """What happened during training (one entry per epoch)."""
+
+    loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    best_epoch: np.ndarray | None = None  # per block, 1-based
+    stopped_epoch: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "loss": np.asarray(self.loss, dtype=np.float64),
+            "val_loss": np.asarray(self.val_loss, dtype=np.float64),
+            "best_epoch": np.asarray(self.best_epoch, dtype=np.int64),
+            "epochs": int(self.stopped_epoch),
+        }
+
+
+def _padded(data: np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad rows to a multiple of ``multiple`` with zero rows; return data and per-row weights (0 for padding)."""
+    n = data.shape[0]
+    pad = (-n) % multiple
+    weights = np.ones(n + pad, dtype=np.float32)
+    if pad:
+        data = np.concatenate([data, np.zeros((pad, data.shape[1]), dtype=data.dtype)])
+        weights[n:] = 0
+    return data, weights
+
+
+class Trainer:
+    """Compiles the train / evaluate / predict graphs of one :class:`FusedBlocks` network."""
+
+    def __init__(self, net: FusedBlocks, *, learning_rate: float, batch_size: int, detection_weight: float = 1.0):
+        self.net = net
+        self.batch_size = batch_size
+        self.optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+        n_cols = len(net.layout.columns) + 1
+        net.build()
+        self.variables = net.block_variables()
+        self.optimizer.build(self.variables)
+        spec = [tf.TensorSpec([None, n_cols], tf.float32), tf.TensorSpec([None], tf.float32)]
+        B = batch_size
+
+        @tf.function(input_signature=spec)
+        def train_chunk(data, weights):
+            n_steps = tf.shape(data)[0] // B
+            total = tf.zeros([len(net.layout.inputs)], tf.float32)
+            for i in tf.range(n_steps):
+                x, y = net.gather(data[i * B : (i + 1) * B])
+                wb = weights[i * B : (i + 1) * B]
+                with tf.GradientTape() as tape:
+                    value, logits = net(x, training=True)
+                    losses = block_losses(net, y, value, logits, wb, detection_weight=detection_weight)
+                    loss = tf.reduce_sum(losses)
+                grads = tape.gradient(loss, self.variables)
+                self.optimizer.apply_gradients(zip(grads, self.variables))
+                total += losses
+            return total / tf.cast(n_steps, tf.float32)
+
+        @tf.function(input_signature=spec)
+        def eval_chunk(data, weights):
+            x, y = net.gather(data)
+            value, logits = net(x, training=False)
+            return block_losses(net, y, value, logits, weights, detection_weight=detection_weight) * tf.reduce_sum(
+                weights
+            )
+
+        @tf.function(input_signature=spec[:1])
+        def predict_chunk(data):
+            x, _ = net.gather(data)
+            value, logits = net(x, training=False)
+            if logits is None:
+                return value, tf.ones_like(value)
+            return value, tf.sigmoid(logits)
+
+        self._train_chunk = train_chunk
+        self._eval_chunk = eval_chunk
+        self._predict_chunk = predict_chunk
+
+    def evaluate(self, load_rows: Callable[[np.ndarray], np.ndarray], rows: np.ndarray) -> np.ndarray:
+        """Per-block validation loss over ``rows`` (mean over cells)."""
+        total = np.zeros(len(self.net.layout.inputs), dtype=np.float64)
+        for start in range(0, rows.size, CHUNK_ROWS):
+            data = load_rows(rows[start : start + CHUNK_ROWS])
+            total += self._eval_chunk(data, np.ones(data.shape[0], np.float32)).numpy()
+        return total / rows.size
+
+    def fit(
+        self,
+        load_rows: Callable[[np.ndarray], np.ndarray],
+        train_rows: np.ndarray,
+        val_rows: np.ndarray,
+        *,
+        max_epochs: int,
+        patience: int,
+        restore_best_weights: bool,
+        rng: np.random.Generator,
+        progress: bool = False,
+    ) -> History:
+        """Train with early stopping on the summed validation loss.
+
+        With ``restore_best_weights``, each block gets back the weights of its own best epoch:
+        blocks share no parameter, so this is the paper's "each sub-network trained on its own".
+        """
+        history = History()
+        variables = self.variables
+        best_block = np.full(len(self.net.layout.inputs), np.inf)
+        best_weights = [v.numpy() for v in variables]
+        best_epoch = np.zeros(len(best_block), dtype=np.int64)
+        best_total, wait = np.inf, 0
+        chunk = max(self.batch_size, CHUNK_ROWS // self.batch_size * self.batch_size)
+        bar = _progress(max_epochs, progress)
+        for epoch in range(1, max_epochs + 1):
+            order = rng.permutation(train_rows)
+            losses = []
+            for start in range(0, order.size, chunk):
+                data, weights = _padded(load_rows(order[start : start + chunk]), self.batch_size)
+                losses.append(self._train_chunk(data, weights).numpy() * weights.sum())
+            train_loss = float(np.sum(losses) / order.size)
+            val_block = self.evaluate(load_rows, val_rows)
+            val_loss = float(val_block.sum())
+            history.loss.append(train_loss)
+            history.val_loss.append(val_loss)
+            improved = val_block < best_block
+            if restore_best_weights and improved.any():
+                for keep, v in zip(best_weights, variables, strict=True):
+                    keep[improved] = v.numpy()[improved]
+            best_epoch[improved] = epoch
+            best_block = np.minimum(best_block, val_block)
+            if val_loss < best_total:
+                best_total, wait = val_loss, 0
+            else:
+                wait += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}")
+            logg.debug(f"epoch {epoch}: loss {train_loss:.5f}, val_loss {val_loss:.5f}")
+            if wait >= patience:
+                break
+        if bar is not None:
+            bar.close()
+        history.stopped_epoch = epoch
+        history.best_epoch = best_epoch
+        if restore_best_weights:
+            for keep, v in zip(best_weights, variables, strict=True):
+                v.assign(keep)
+        return history
+
+    def predict(self, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Value (log1p) and detection probability, each (cells, blocks, targets per block)."""
+        value, prob = self._predict_chunk(data)
+        return np.transpose(value.numpy(), (1, 0, 2)), np.transpose(prob.numpy(), (1, 0, 2))
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="DeepImpute training", unit="epoch", leave=False)
