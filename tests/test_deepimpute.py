@@ -1,0 +1,194 @@
+"""``pp.deepimpute`` and the ``DeepImpute`` model: outputs, input handling, errors, determinism, persistence."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+from scipy import sparse
+
+import scdeepimpute as sdi
+
+from .conftest import FAST, make_counts
+
+
+@pytest.fixture(scope="module")
+def imputed():
+    a = ad.AnnData(sparse.csr_matrix(make_counts(150, 40, seed=11)))
+    a.var_names = [f"g{i}" for i in range(a.n_vars)]
+    a.layers["counts"] = a.X.copy()
+    before = a.copy()
+    sdi.pp.deepimpute(a, **FAST)
+    return before, a
+
+
+def test_outputs_shape_dtype_location(imputed):
+    before, a = imputed
+    for key in ("imputed", "imputed_detected"):
+        assert a.layers[key].shape == a.shape
+        assert a.layers[key].dtype == np.float32
+        assert isinstance(a.layers[key], np.ndarray)
+    assert a.var["imputed_target"].dtype == bool
+    assert (a.var["imputed_block"] >= 0).sum() == a.var["imputed_target"].sum()
+    info = a.uns["imputed"]
+    assert info["params"]["hidden_units"] == 16
+    assert info["epochs"] == len(info["val_loss"]) <= 3
+    # X and the other layers are untouched
+    assert (a.X != before.X).nnz == 0
+    assert (a.layers["counts"] != before.layers["counts"]).nnz == 0
+
+
+def test_restore_keeps_observed_values_and_fills_zeros(imputed):
+    """Property: every non-zero input is returned exactly; zeros of target genes become positive."""
+    before, a = imputed
+    X = before.X.toarray()
+    targets = a.var["imputed_target"].to_numpy()
+    for key in ("imputed", "imputed_detected"):
+        out = a.layers[key]
+        np.testing.assert_array_equal(out[X > 0], X[X > 0])
+        np.testing.assert_array_equal(out[:, ~targets], X[:, ~targets])
+        zeros = (X == 0) & targets[None, :]
+        assert np.all(out[zeros] > 0)
+    # expected value = P(detected) x value-if-detected <= value-if-detected
+    zeros = X == 0
+    assert np.all(a.layers["imputed"][zeros] <= a.layers["imputed_detected"][zeros] + 1e-6)
+
+
+def test_hypothesis_like_restore_on_random_inputs():
+    """The restore rule holds for any seed and sparsity pattern."""
+    for seed in range(3):
+        X = make_counts(60, 20, seed=100 + seed)
+        model = sdi.DeepImpute(preset="paper", random_state=seed, min_vmr=0, **FAST).fit(X)
+        out = model.predict(X)
+        np.testing.assert_array_equal(out[X > 0], X[X > 0])
+        assert np.all(out >= 0)
+
+
+@pytest.mark.parametrize("fmt", ["csc", "dense", "int"])
+def test_dense_sparse_and_dtypes_agree(fmt):
+    X = make_counts(100, 30, seed=3)
+    ref = sdi.DeepImpute(**FAST).fit(sparse.csr_matrix(X)).predict(sparse.csr_matrix(X))
+    M = {"csc": sparse.csc_matrix(X), "dense": X, "int": X.astype(np.int64)}[fmt]
+    got = sdi.DeepImpute(**FAST).fit(M).predict(M)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_same_seed_same_result_other_seed_differs():
+    X = make_counts(100, 30, seed=4)
+    a = sdi.DeepImpute(random_state=1, **FAST).fit(X).predict(X)
+    b = sdi.DeepImpute(random_state=1, **FAST).fit(X).predict(X)
+    c = sdi.DeepImpute(random_state=2, **FAST).fit(X).predict(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_copy_layer_view_and_key_added(adata):
+    adata.layers["raw"] = adata.X.copy()
+    adata.X = sparse.csr_matrix(np.log1p(adata.X.toarray()))  # X is no longer counts: read the layer
+    out = sdi.pp.deepimpute(adata, layer="raw", key_added="di", copy=True, **FAST)
+    assert out is not adata
+    assert "di" in out.layers and "di_detected" in out.layers
+    assert "di" not in adata.layers and "di" not in adata.uns  # the input is untouched with copy=True
+    assert out.uns["di"]["params"]["layer"] == "raw"
+
+    view = adata[:100, :]
+    assert sdi.pp.deepimpute(view, layer="raw", **FAST) is None
+    assert not view.is_view and "imputed" in view.layers
+    assert "imputed" not in adata.layers  # the parent is not modified through the view
+
+
+def test_paper_preset_writes_one_layer(adata):
+    sdi.pp.deepimpute(adata, preset="paper", min_vmr=0.0, **FAST)
+    assert "imputed" in adata.layers and "imputed_detected" not in adata.layers
+    assert adata.uns["imputed"]["params"]["learning_rate"] == 1e-4
+    assert adata.uns["imputed"]["params"]["detection_head"] is False
+
+
+def test_genes_argument_restricts_targets(adata):
+    genes = list(adata.var_names[:6])
+    sdi.pp.deepimpute(adata, genes=genes, **FAST)
+    assert set(adata.var_names[adata.var["imputed_target"]]) == set(genes)
+
+
+def test_policy_all_changes_observed_values(adata):
+    sdi.pp.deepimpute(adata, policy="all", **FAST)
+    X = adata.X.toarray()
+    t = adata.var["imputed_target"].to_numpy()
+    assert not np.allclose(adata.layers["imputed_detected"][:, t][X[:, t] > 0], X[:, t][X[:, t] > 0])
+
+
+def _bad_inputs():
+    X = make_counts(60, 20, seed=7)
+    neg = X.copy()
+    neg[0, 0] = -1
+    nan = X.copy()
+    nan[1, 1] = np.nan
+    inf = X.copy()
+    inf[2, 2] = np.inf
+    return [
+        (neg, {}, "negative"),
+        (nan, {}, "NaN"),
+        (inf, {}, "infinite"),
+        (np.zeros((0, 20), np.float32), {}, "empty"),
+        (X[:10], {}, "at least 20 cells"),
+        (X, {"min_vmr": 1e6}, "min_vmr"),
+        (X, {"layer": "nope"}, "layer 'nope' not found"),
+        (X, {"genes": ["gene0", "not_a_gene"]}, "not in var_names"),
+        (X, {"key_added": "counts", "layer": "counts"}, "input layer"),
+        (X, {"learning_rate": -1.0}, "learning_rate"),
+        (X, {"preset": "fastest"}, "unknown preset"),
+    ]
+
+
+@pytest.mark.parametrize(("X", "kwargs", "match"), _bad_inputs(), ids=lambda v: v if isinstance(v, str) else "")
+def test_bad_input_raises_and_leaves_adata_unchanged(X, kwargs, match):
+    a = ad.AnnData(X)
+    a.var_names = [f"gene{i}" for i in range(a.n_vars)]
+    a.layers["counts"] = X.copy()
+    snapshot = a.copy()
+    with pytest.raises(ValueError, match=match):
+        sdi.pp.deepimpute(a, **{**FAST, **kwargs})
+    assert set(a.layers.keys()) == {"counts"}
+    assert a.uns.keys() == snapshot.uns.keys() and list(a.var.columns) == list(snapshot.var.columns)
+    np.testing.assert_array_equal(a.X, snapshot.X)
+
+
+def test_non_integer_input_warns_or_raises(adata):
+    logged = adata.copy()
+    logged.X = logged.X.log1p()
+    with pytest.warns(UserWarning, match="log-transformed"):
+        sdi.pp.deepimpute(logged, copy=True, **FAST)
+    with pytest.raises(ValueError, match="non-integer"):
+        sdi.pp.deepimpute(logged, check_counts=True, **FAST)
+    assert "imputed" not in logged.layers
+
+
+def test_save_load_roundtrip(tmp_path):
+    X = make_counts(100, 30, seed=9)
+    names = [f"g{i}" for i in range(30)]
+    model = sdi.DeepImpute(**FAST).fit(X, var_names=names)
+    model.save(tmp_path / "m")
+    loaded = sdi.DeepImpute.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.targets_, model.targets_)
+    np.testing.assert_array_equal(loaded.predict(X, var_names=names), model.predict(X, var_names=names))
+    assert (tmp_path / "m" / "config.json").exists()
+
+
+def test_unfitted_and_misaligned_model_errors():
+    X = make_counts(60, 20, seed=10)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        sdi.DeepImpute().predict(X)
+    model = sdi.DeepImpute(**FAST).fit(X)
+    with pytest.raises(ValueError, match="genes of `data` differ"):
+        model.predict(X[:, :10])
+    with pytest.raises(ValueError, match="fill='expected'"):
+        sdi.DeepImpute(preset="paper", min_vmr=0, **FAST).fit(X).predict(X, fill="expected")
+
+
+def test_train_size_subsamples_cells():
+    X = make_counts(200, 20, seed=12)
+    model = sdi.DeepImpute(**FAST).fit(X, train_size=0.5)
+    assert model.n_cells_fit_ == 100
+    assert model.predict(X).shape == X.shape
+    with pytest.raises(ValueError, match="train_size"):
+        sdi.DeepImpute(**FAST).fit(X, train_size=1.5)

@@ -1,0 +1,67 @@
+"""The fused network: per-block independence, padding and the loss formula."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scdeepimpute._network import BlockLayout, FusedBlocks, block_losses
+
+
+@pytest.fixture
+def net():
+    # two blocks of different sizes: padding on both inputs and outputs
+    blocks = [np.array([0, 1, 2]), np.array([3, 4])]
+    predictors = [np.array([3, 4, 5]), np.array([0, 1])]
+    layout = BlockLayout.from_blocks(blocks, predictors)
+    n = FusedBlocks(layout, hidden_units=4, dropout_rate=0.0, detection_head=True, seed=0)
+    n.build()
+    return n
+
+
+def test_layout_padding(net):
+    layout = net.layout
+    np.testing.assert_array_equal(layout.columns, [0, 1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(layout.n_inputs, [3, 2])
+    np.testing.assert_array_equal(layout.n_outputs, [3, 2])
+    assert layout.inputs[1, 2] == 6 and layout.outputs[1, 2] == 6  # the padding slot
+
+
+def test_loss_matches_hand_computation(net):
+    rng = np.random.default_rng(0)
+    batch = np.concatenate([rng.gamma(1.0, 1.0, size=(5, 6)) * (rng.random((5, 6)) > 0.4), np.zeros((5, 1))], axis=1)
+    batch = batch.astype(np.float32)
+    weights = np.array([1, 1, 1, 1, 0], dtype=np.float32)  # last row is padding
+    x, y = net.gather(batch)
+    value, logits = net(x)
+    got = block_losses(net, y, value, logits, weights).numpy()
+
+    value, logits, y = value.numpy(), logits.numpy(), y.numpy()
+    for k, n_out in enumerate([3, 2]):
+        yk, vk, lk = y[k, :4, :n_out], value[k, :4, :n_out], logits[k, :4, :n_out]
+        wmse = np.mean(yk * (yk - vk) ** 2)
+        p = 1 / (1 + np.exp(-lk))
+        d = (yk > 0).astype(float)
+        bce = np.mean(-(d * np.log(p) + (1 - d) * np.log(1 - p)))
+        np.testing.assert_allclose(got[k], wmse + bce, rtol=1e-4)
+
+
+def test_blocks_are_independent(net):
+    """A block's output depends only on its own inputs: changing another block's input genes leaves it alone."""
+    rng = np.random.default_rng(1)
+    batch = rng.random((3, 7)).astype(np.float32)
+    batch[:, -1] = 0
+    x, _ = net.gather(batch)
+    before = net(x)[0].numpy()
+    changed = batch.copy()
+    changed[:, [0, 1]] += 5.0  # only block 1 reads genes 0 and 1
+    after = net(net.gather(changed)[0])[0].numpy()
+    np.testing.assert_allclose(after[0], before[0])
+    assert not np.allclose(after[1], before[1])
+
+
+def test_padding_weights_start_at_zero(net):
+    w1 = net.w1.numpy()
+    assert np.all(w1[1, 2:, :] == 0)  # block 1 has 2 real inputs
+    w2 = net.w2.numpy()
+    assert np.all(w2[1, :, 2:] == 0)  # and 2 real outputs
