@@ -328,8 +328,9 @@ def dropout_mask(
     adata = adata.copy() if copy else adata
     truth = sparse.csr_matrix(get_matrix(adata, truth_layer))
     obs = sparse.csr_matrix(get_matrix(adata, layer))
-    dropped = truth.multiply(obs == 0).tocoo()
+    dropped = sparse.csr_matrix(truth - truth.multiply(obs != 0))
     dropped.eliminate_zeros()
+    dropped = dropped.tocoo()
     order = np.lexsort((dropped.col, dropped.row))
     adata.uns[key_added] = {
         "obs_idx": dropped.row[order].astype(np.int64),
