@@ -1,0 +1,7 @@
+"""Plots of the paper's evaluation (matplotlib; each function returns its figure, nothing is shown)."""
+
+from __future__ import annotations
+
+from ._benchmark import de_roc, masked_mse, masked_scatter, metric_bars, umap_panels
+
+__all__ = ["de_roc", "masked_mse", "masked_scatter", "metric_bars", "umap_panels"]
