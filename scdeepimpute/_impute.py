@@ -36,6 +36,10 @@ def deepimpute(  # noqa: PLR0913
     patience: int | None = None,
     validation_fraction: float | None = None,
     restore_best_weights: bool | None = None,
+    detection_head: bool | None = None,
+    library_size: bool | None = None,
+    value_loss: Literal["weighted", "nonzero"] | None = None,
+    n_pcs: int | None = None,
     policy: Policy = "restore",
     train_size: float | int | None = None,
     model: DeepImpute | None = None,
@@ -74,7 +78,7 @@ def deepimpute(  # noqa: PLR0913
         ``"default"`` (tuned) or ``"paper"`` (published hyperparameters); see :class:`~scdeepimpute.DeepImpute`.
     genes
         Impute these genes instead of those passing ``min_vmr``.
-    min_vmr, subset_size, n_predictors, hidden_units, dropout_rate, learning_rate, batch_size, max_epochs, patience, validation_fraction, restore_best_weights
+    min_vmr, subset_size, n_predictors, hidden_units, dropout_rate, learning_rate, batch_size, max_epochs, patience, validation_fraction, restore_best_weights, detection_head, library_size, value_loss, n_pcs
         Hyperparameters; ``None`` takes the preset's value (see :class:`~scdeepimpute.DeepImpute`).
     policy
         ``"restore"`` (replace zeros only), ``"all"`` (model output for every entry of a target gene)
@@ -142,6 +146,10 @@ def deepimpute(  # noqa: PLR0913
             patience=patience,
             validation_fraction=validation_fraction,
             restore_best_weights=restore_best_weights,
+            detection_head=detection_head,
+            library_size=library_size,
+            value_loss=value_loss,
+            n_pcs=n_pcs,
             random_state=random_state,
         )
         with warnings.catch_warnings():

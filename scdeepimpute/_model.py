@@ -40,6 +40,9 @@ PRESETS: dict[str, dict] = {
         "validation_fraction": 0.05,
         "restore_best_weights": False,
         "detection_head": False,
+        "library_size": False,
+        "value_loss": "weighted",
+        "n_pcs": 0,
     },
     "default": {
         "min_vmr": 0.0,
@@ -54,6 +57,9 @@ PRESETS: dict[str, dict] = {
         "validation_fraction": 0.05,
         "restore_best_weights": True,
         "detection_head": True,
+        "library_size": True,
+        "value_loss": "nonzero",
+        "n_pcs": 0,
     },
 }
 
@@ -86,6 +92,8 @@ def _validate_hyperparameters(p: dict) -> None:
         ("patience", p["patience"] >= 1),
         ("validation_fraction", 0 < p["validation_fraction"] < 1),
         ("min_vmr", p["min_vmr"] >= 0),
+        ("value_loss", p["value_loss"] in ("weighted", "nonzero")),
+        ("n_pcs", p["n_pcs"] >= 0),
     ]
     for name, ok in checks:
         if not ok:
@@ -127,9 +135,10 @@ class DeepImpute:
     ``preset="default"``
         Chosen by measurement on the masked-value benchmark (``benchmarks/RESULTS.md``): every gene
         with non-zero variance is a target (``min_vmr=0``), Adam at 1e-3 with batch 256 (as
-        accurate, several times fewer steps), each block restored to its best validation epoch, and
-        a second *detection head* (sigmoid, binary cross-entropy on ``y > 0``) beside the value
-        head. Zeros can then be filled either by the value-if-detected (``fill="detected"``, the
+        accurate, several times fewer steps), each block restored to its best validation epoch,
+        the cell's log library size as an extra input, an unweighted squared error on detected
+        entries (``value_loss="nonzero"``), and a second *detection head* (sigmoid, binary
+        cross-entropy on ``y > 0``) beside the value head. Zeros can then be filled either by the value-if-detected (``fill="detected"``, the
         paper's semantics, best for recovering dropped values) or by the expected value
         P(detected) x value (``fill="expected"``, which keeps clustering at least as good as raw).
 
@@ -160,6 +169,13 @@ class DeepImpute:
         Give each block the weights of its best validation epoch.
     detection_head
         Train the second head that predicts detection (needed for ``fill="expected"``).
+    library_size
+        Give every block the cell's centred log library size as an extra input.
+    value_loss
+        ``"weighted"``: the paper's ``y * (y - y_hat)^2``; ``"nonzero"``: ``(y - y_hat)^2`` on detected entries.
+    n_pcs
+        Also give each block this many principal-component scores of the cell (log1p counts),
+        computed without that block's own targets; 0 disables.
     random_state
         Seed for the block split, the validation split, weight initialisation, shuffling and dropout.
 
@@ -187,6 +203,9 @@ class DeepImpute:
         validation_fraction: float | None = None,
         restore_best_weights: bool | None = None,
         detection_head: bool | None = None,
+        library_size: bool | None = None,
+        value_loss: Literal["weighted", "nonzero"] | None = None,
+        n_pcs: int | None = None,
         random_state: int = 0,
     ):
         self.preset = preset
@@ -205,6 +224,9 @@ class DeepImpute:
                 "validation_fraction": validation_fraction,
                 "restore_best_weights": restore_best_weights,
                 "detection_head": detection_head,
+                "library_size": library_size,
+                "value_loss": value_loss,
+                "n_pcs": n_pcs,
             },
         )
         self.random_state = int(random_state)
@@ -276,24 +298,29 @@ class DeepImpute:
 
         _, keras = import_keras()
         from ._network import BlockLayout, FusedBlocks
-        from ._training import Trainer
 
         keras.utils.set_random_seed(self.random_state)
-        layout = BlockLayout.from_blocks(split.blocks, predictors)
+        layout = BlockLayout.from_blocks(split.blocks, predictors, n_extra=int(p["library_size"]))
         net = FusedBlocks(
             layout,
             hidden_units=p["hidden_units"],
             dropout_rate=p["dropout_rate"],
             detection_head=p["detection_head"],
             seed=self.random_state,
+            n_pcs=p["n_pcs"],
         )
-        trainer = Trainer(net, learning_rate=p["learning_rate"], batch_size=p["batch_size"])
+        trainer = _trainer(net, p)
+        if p["n_pcs"]:
+            net.set_pca(*_principal_axes(Xfit, layout.columns, p["n_pcs"], rng))
         order = rng.permutation(cells.size)
         val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
         log_max = float(np.log1p(_max_value(Xfit)))
+        log_library = _log_library(Xfit)
+        self.library_mean_ = float(log_library.mean())
+        covariates = (log_library - self.library_mean_)[:, None] if p["library_size"] else None
 
         def load_rows(rows):
-            return _log_batch(Xfit, rows, layout.columns)
+            return _log_batch(Xfit, rows, layout, None if covariates is None else covariates[rows])
 
         if progress is None:
             progress = logg.verbosity() >= 1
@@ -390,15 +417,16 @@ class DeepImpute:
 
         layout = self.layout_
         n_blocks, width = layout.outputs.shape
-        valid = (layout.outputs != len(layout.columns)).ravel()
-        target_genes = layout.columns[np.minimum(layout.outputs, len(layout.columns) - 1)].ravel()[valid]
+        valid = (layout.outputs != layout.pad).ravel()
+        target_genes = layout.columns[layout.outputs.ravel()[valid]]
         out = {f: np.empty(X.shape, dtype=np.float32) for f in fills}
         for start in range(0, X.shape[0], CHUNK_ROWS):
             rows = np.arange(start, min(start + CHUNK_ROWS, X.shape[0]))
             raw = dense_rows(X, rows)
-            data_log = np.log1p(raw[:, layout.columns])
-            data_log = np.concatenate([data_log, np.zeros((rows.size, 1), np.float32)], axis=1)
-            value, prob = self._trainer.predict(data_log)
+            covariates = None
+            if self.params["library_size"]:
+                covariates = np.log1p(raw.sum(axis=1, dtype=np.float64))[:, None] - self.library_mean_
+            value, prob = self._trainer.predict(_log_batch(raw, None, layout, covariates))
             value = value.reshape(rows.size, n_blocks * width)[:, valid]
             prob = prob.reshape(rows.size, n_blocks * width)[:, valid]
             # the original's overflow guard: absurd log values (or NaN) are dropped to 0
@@ -436,6 +464,7 @@ class DeepImpute:
             "predictors": [q.tolist() for q in self.predictors_],
             "selected": self.selected_.tolist(),
             "log_max": self.log_max_,
+            "library_mean": self.library_mean_,
             "n_cells_fit": self.n_cells_fit_,
             "history": {k: np.asarray(v).tolist() for k, v in self.history_.to_dict().items()},
         }
@@ -445,7 +474,7 @@ class DeepImpute:
     def load(cls, path: str | Path) -> DeepImpute:
         """Load a model written by :meth:`save` (no pickle involved)."""
         from ._network import BlockLayout, FusedBlocks
-        from ._training import History, Trainer
+        from ._training import History
 
         path = Path(path)
         config = json.loads((path / "config.json").read_text())
@@ -458,20 +487,22 @@ class DeepImpute:
         model.blocks_ = [np.asarray(b, dtype=np.int64) for b in config["blocks"]]
         model.predictors_ = [np.asarray(q, dtype=np.int64) for q in config["predictors"]]
         model.selected_ = np.asarray(config["selected"], dtype=np.int64)
-        model.layout_ = BlockLayout.from_blocks(model.blocks_, model.predictors_)
+        model.layout_ = BlockLayout.from_blocks(model.blocks_, model.predictors_, n_extra=int(p["library_size"]))
         model.network_ = FusedBlocks(
             model.layout_,
             hidden_units=p["hidden_units"],
             dropout_rate=p["dropout_rate"],
             detection_head=p["detection_head"],
             seed=config["random_state"],
+            n_pcs=p["n_pcs"],
         )
-        model._trainer = Trainer(model.network_, learning_rate=p["learning_rate"], batch_size=p["batch_size"])
+        model._trainer = _trainer(model.network_, p)
         model.network_.load_weights(path / "model.weights.h5")
         h = config["history"]
         model.history_ = History(loss=h["loss"], val_loss=h["val_loss"], best_epoch=np.asarray(h["best_epoch"]))
         model.history_.stopped_epoch = h["epochs"]
         model.log_max_ = config["log_max"]
+        model.library_mean_ = config["library_mean"]
         model.n_cells_fit_ = config["n_cells_fit"]
         return model
 
@@ -512,8 +543,37 @@ def _max_value(X) -> float:
     return float(np.max(X)) if X.size else 0.0
 
 
-def _log_batch(X, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """log1p counts of ``rows`` x ``columns`` plus one zero column (the padding slot of the network)."""
-    out = np.zeros((rows.size, columns.size + 1), dtype=np.float32)
-    out[:, :-1] = np.log1p(dense_rows(X, rows, columns))
+def _log_library(X) -> np.ndarray:
+    """log1p of each cell's total count (float64)."""
+    return np.log1p(np.asarray(X.sum(axis=1), dtype=np.float64).ravel())
+
+
+def _log_batch(X, rows, layout, covariates: np.ndarray | None) -> np.ndarray:
+    """One batch for the network: log1p counts of ``layout.columns``, covariates, then the zero padding column."""
+    out = np.zeros((X.shape[0] if rows is None else rows.size, layout.width), dtype=np.float32)
+    out[:, : layout.columns.size] = np.log1p(dense_rows(X, rows, layout.columns))
+    if covariates is not None:
+        out[:, layout.columns.size : layout.pad] = covariates
     return out
+
+
+def _principal_axes(X, columns: np.ndarray, n_pcs: int, rng: np.random.Generator, max_cells: int = 10_000):
+    """Mean and principal axes of log1p counts of ``columns``, axes scaled so that scores have unit variance."""
+    from sklearn.utils.extmath import randomized_svd
+
+    rows = np.sort(rng.choice(X.shape[0], size=min(max_cells, X.shape[0]), replace=False))
+    data = np.log1p(dense_rows(X, rows, columns))
+    mean = data.mean(axis=0)
+    n = min(n_pcs, min(data.shape) - 1)
+    _, s, vt = randomized_svd(data - mean, n, random_state=int(rng.integers(2**31 - 1)))
+    loadings = np.zeros((columns.size, n_pcs), np.float32)
+    loadings[:, :n] = vt.T / (s / np.sqrt(rows.size))
+    return mean, loadings
+
+
+def _trainer(net, params: dict):
+    from ._training import Trainer
+
+    return Trainer(
+        net, learning_rate=params["learning_rate"], batch_size=params["batch_size"], value_loss=params["value_loss"]
+    )

@@ -20,32 +20,50 @@ tf, keras = import_keras()
 
 @dataclass
 class BlockLayout:
-    """Column layout of the fused network: which columns of a batch each block reads and predicts."""
+    """Column layout of a batch and which columns each block reads and predicts.
 
-    columns: np.ndarray  # genes (input column indices) present in a batch, sorted
-    inputs: np.ndarray  # (blocks, max inputs) positions in ``columns``; padding = len(columns)
-    outputs: np.ndarray  # (blocks, max targets) positions in ``columns``; padding = len(columns)
+    A batch holds the log1p counts of ``columns`` (sorted gene indices), then ``n_extra`` per-cell
+    covariates read by every block (the centred log library size), then one zero column that
+    padded slots point to.
+    """
+
+    columns: np.ndarray
+    inputs: np.ndarray  # (blocks, max inputs) positions in a batch row; padding = ``pad``
+    outputs: np.ndarray  # (blocks, max targets) positions in a batch row; padding = ``pad``
+    n_extra: int = 0
     n_inputs: np.ndarray = field(init=False)
     n_outputs: np.ndarray = field(init=False)
 
     def __post_init__(self):
-        pad = len(self.columns)
-        self.n_inputs = (self.inputs != pad).sum(axis=1)
-        self.n_outputs = (self.outputs != pad).sum(axis=1)
+        self.n_inputs = (self.inputs != self.pad).sum(axis=1)
+        self.n_outputs = (self.outputs != self.pad).sum(axis=1)
+
+    @property
+    def pad(self) -> int:
+        """Position of the all-zero padding column."""
+        return len(self.columns) + self.n_extra
+
+    @property
+    def width(self) -> int:
+        """Columns of a batch row."""
+        return self.pad + 1
 
     @classmethod
-    def from_blocks(cls, blocks: list[np.ndarray], predictors: list[np.ndarray]) -> BlockLayout:
+    def from_blocks(cls, blocks: list[np.ndarray], predictors: list[np.ndarray], *, n_extra: int = 0) -> BlockLayout:
         columns = np.unique(np.concatenate([*blocks, *predictors]))
-        pad = len(columns)
+        pad = len(columns) + n_extra
+        extra = np.arange(len(columns), pad)
 
         def padded(lists):
             width = max(len(x) for x in lists)
             out = np.full((len(lists), width), pad, dtype=np.int32)
             for k, x in enumerate(lists):
-                out[k, : len(x)] = np.searchsorted(columns, x)
+                out[k, : len(x)] = x
             return out
 
-        return cls(columns=columns, inputs=padded(predictors), outputs=padded(blocks))
+        inputs = padded([np.concatenate([np.searchsorted(columns, q), extra]) for q in predictors])
+        outputs = padded([np.searchsorted(columns, b) for b in blocks])
+        return cls(columns=columns, inputs=inputs, outputs=outputs, n_extra=n_extra)
 
 
 class FusedBlocks(keras.Model):
@@ -55,10 +73,20 @@ class FusedBlocks(keras.Model):
     a second head that predicts whether the gene is detected (non-zero) in the cell.
     """
 
-    def __init__(self, layout: BlockLayout, *, hidden_units: int, dropout_rate: float,
-                 detection_head: bool, seed: int, **kwargs):
+    def __init__(
+        self,
+        layout: BlockLayout,
+        *,
+        hidden_units: int,
+        dropout_rate: float,
+        detection_head: bool,
+        seed: int,
+        n_pcs: int = 0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.layout = layout
+        self.n_pcs = n_pcs
         self.hidden_units = hidden_units
         self.dropout_rate = dropout_rate
         self.detection_head = detection_head
@@ -80,7 +108,10 @@ class FusedBlocks(keras.Model):
             limit = np.sqrt(6.0 / (fan_in + fan_out)).astype(np.float32)
             return rng.uniform(-1.0, 1.0, size=shape).astype(np.float32) * limit.reshape(-1, 1, 1)
 
-        w1 = glorot(self.layout.n_inputs, H, (K, P, H)) * in_mask[:, :, None]
+        # cell-state scores (see ``gather``) follow the gene inputs of every block
+        in_mask = np.concatenate([in_mask, np.ones((K, self.n_pcs), np.float32)], axis=1)
+        P += self.n_pcs
+        w1 = glorot(self.layout.n_inputs + self.n_pcs, H, (K, P, H)) * in_mask[:, :, None]
         w2 = glorot(H, self.layout.n_outputs, (K, H, S)) * out_mask[:, None, :]
         self.w1 = self.add_weight(shape=(K, P, H), initializer="zeros", name="w1")
         self.b1 = self.add_weight(shape=(K, H), initializer="zeros", name="b1")
@@ -93,14 +124,40 @@ class FusedBlocks(keras.Model):
             self.wd = self.add_weight(shape=(K, H, S), initializer="zeros", name="wd")
             self.bd = self.add_weight(shape=(K, S), initializer="zeros", name="bd")
             self.wd.assign(wd)
+        if self.n_pcs:
+            width = self.layout.width
+            self.pc_mean = self.add_weight(shape=(width,), initializer="zeros", trainable=False, name="pc_mean")
+            self.pc_loadings = self.add_weight(
+                shape=(width, self.n_pcs), initializer="zeros", trainable=False, name="pc_loadings"
+            )
         self.output_mask = tf.constant(out_mask)
         super().build(input_shape)
 
+    def set_pca(self, mean: np.ndarray, loadings: np.ndarray) -> None:
+        """Set the principal axes (over ``layout.columns``, already divided by the scores' sd)."""
+        C = len(self.layout.columns)
+        m = np.zeros(self.layout.width, np.float32)
+        v = np.zeros((self.layout.width, self.n_pcs), np.float32)
+        m[:C], v[:C] = mean, loadings
+        self.pc_mean.assign(m)
+        self.pc_loadings.assign(v)
+
     def gather(self, batch):
-        """Split a dense (cells, columns + 1) batch into block inputs (K, B, P) and targets (K, B, S)."""
+        """Split a dense (cells, width) batch into block inputs (K, B, P) and targets (K, B, S).
+
+        With ``n_pcs``, each block also gets the cell's principal-component scores computed
+        *without its own target genes* (the targets' share of the projection is subtracted), so
+        no block sees the observed values of the genes it predicts.
+        """
         t = tf.transpose(batch)
         x = tf.transpose(tf.gather(t, self._inputs), (0, 2, 1))
         y = tf.transpose(tf.gather(t, self._outputs), (0, 2, 1))
+        if self.n_pcs:
+            centred = batch - self.pc_mean
+            scores = tf.matmul(centred, self.pc_loadings)  # (B, n)
+            own = tf.gather(self.pc_loadings, self._outputs)  # (K, S, n), zero rows for padding
+            own_centred = y - tf.gather(self.pc_mean, self._outputs)[:, None, :]
+            x = tf.concat([x, scores[None] - tf.matmul(own_centred, own)], axis=2)
         return x, y
 
     def call(self, x, training=False):
@@ -119,18 +176,22 @@ class FusedBlocks(keras.Model):
         return [getattr(self, n) for n in names]
 
 
-def block_losses(net: FusedBlocks, y, value, logits, row_weight, *, detection_weight: float = 1.0):
+def block_losses(
+    net: FusedBlocks, y, value, logits, row_weight, *, detection_weight: float = 1.0, value_loss: str = "weighted"
+):
     """Per-block loss, shape (K,): DeepImpute's weighted MSE plus, with two heads, the detection BCE.
 
     The value loss is the original ``mean(y * (y - y_hat) ** 2)`` over each block's cells and real
     targets (so zeros, which carry no weight, never pull predictions down); padding rows and columns
-    are excluded from sums and denominators.
+    are excluded from sums and denominators. ``value_loss="nonzero"`` weighs every detected entry
+    equally instead (the original's unexposed ``binary=True``).
     """
     mask = net.output_mask[:, None, :] * row_weight[None, :, None]
     denom = tf.reduce_sum(row_weight) * tf.reduce_sum(net.output_mask, axis=1)
-    value_loss = tf.reduce_sum(mask * y * tf.square(y - value), axis=(1, 2)) / denom
+    weight = y if value_loss == "weighted" else tf.cast(y > 0, y.dtype)
+    value_term = tf.reduce_sum(mask * weight * tf.square(y - value), axis=(1, 2)) / denom
     if logits is None:
-        return value_loss
+        return value_term
     detected = tf.cast(y > 0, y.dtype)
     bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=detected, logits=logits)
-    return value_loss + detection_weight * tf.reduce_sum(mask * bce, axis=(1, 2)) / denom
+    return value_term + detection_weight * tf.reduce_sum(mask * bce, axis=(1, 2)) / denom

@@ -49,11 +49,19 @@ def _padded(data: np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:
 class Trainer:
     """Compiles the train / evaluate / predict graphs of one :class:`FusedBlocks` network."""
 
-    def __init__(self, net: FusedBlocks, *, learning_rate: float, batch_size: int, detection_weight: float = 1.0):
+    def __init__(
+        self,
+        net: FusedBlocks,
+        *,
+        learning_rate: float,
+        batch_size: int,
+        detection_weight: float = 1.0,
+        value_loss: str = "weighted",
+    ):
         self.net = net
         self.batch_size = batch_size
         self.optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
-        n_cols = len(net.layout.columns) + 1
+        n_cols = net.layout.width
         net.build()
         self.variables = net.block_variables()
         self.optimizer.build(self.variables)
@@ -69,7 +77,9 @@ class Trainer:
                 wb = weights[i * B : (i + 1) * B]
                 with tf.GradientTape() as tape:
                     value, logits = net(x, training=True)
-                    losses = block_losses(net, y, value, logits, wb, detection_weight=detection_weight)
+                    losses = block_losses(
+                        net, y, value, logits, wb, detection_weight=detection_weight, value_loss=value_loss
+                    )
                     loss = tf.reduce_sum(losses)
                 grads = tape.gradient(loss, self.variables)
                 self.optimizer.apply_gradients(zip(grads, self.variables))
@@ -80,9 +90,10 @@ class Trainer:
         def eval_chunk(data, weights):
             x, y = net.gather(data)
             value, logits = net(x, training=False)
-            return block_losses(net, y, value, logits, weights, detection_weight=detection_weight) * tf.reduce_sum(
-                weights
+            losses = block_losses(
+                net, y, value, logits, weights, detection_weight=detection_weight, value_loss=value_loss
             )
+            return losses * tf.reduce_sum(weights)
 
         @tf.function(input_signature=spec[:1])
         def predict_chunk(data):
