@@ -174,7 +174,8 @@ def deepimpute(  # noqa: PLR0913
         adata.layers[f"{key_added}_detected"] = result["detected"]
     block_of = np.full(adata.n_vars, -1, dtype=np.int64)
     for k, block in enumerate(model.blocks_):
-        block_of[block] = k
+        found = adata.var_names.get_indexer(model.var_names_[block])  # by name: a pre-trained model may differ
+        block_of[found[found >= 0]] = k
     adata.var[f"{key_added}_target"] = block_of >= 0
     adata.var[f"{key_added}_block"] = block_of
     history = model.history_.to_dict()

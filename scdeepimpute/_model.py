@@ -411,8 +411,7 @@ class DeepImpute:
                 raise ValueError(msg)
         X, names = _matrix_and_names(data, layer, var_names)
         if not names.equals(self.var_names_):
-            msg = "the genes of `data` differ from those the model was fitted on; align them (adata[:, model.var_names_])."
-            raise ValueError(msg)
+            return self._impute_transfer(X, names, policy=policy, fills=fills)
         from ._training import CHUNK_ROWS
 
         layout = self.layout_
@@ -442,6 +441,43 @@ class DeepImpute:
                 block = raw.copy() if len(fills) > 1 else raw
                 block[:, target_genes] = estimate
                 out[f][rows] = block
+        return out
+
+    #: Largest fraction of the model's input genes that may be missing from new data.
+    max_missing_fraction = 0.5
+
+    def _impute_transfer(self, X, names: pd.Index, *, policy: Policy, fills) -> dict[str, np.ndarray]:
+        """Impute data whose genes differ from the training genes, aligning them by name.
+
+        Genes the model reads but ``data`` lacks are treated as zero (warning with their number; an
+        error when more than :attr:`max_missing_fraction` are missing). Genes of ``data`` unknown
+        to the model pass through unchanged.
+        """
+        if not names.is_unique:
+            msg = "var_names of `data` are not unique; call adata.var_names_make_unique() first."
+            raise ValueError(msg)
+        position = names.get_indexer(self.var_names_)  # for every model gene, its column in data or -1
+        used = self.layout_.columns
+        missing = int((position[used] < 0).sum())
+        if missing > self.max_missing_fraction * used.size:
+            msg = (
+                f"{missing} of the {used.size} genes the model reads are missing from `data` "
+                f"(more than {self.max_missing_fraction:.0%}); the model does not fit these data."
+            )
+            raise ValueError(msg)
+        if missing:
+            logg.warning(f"{missing} of the {used.size} genes the model reads are missing from `data`; using 0 for them.")
+        present = np.flatnonzero(position >= 0)
+        select = sparse.csr_matrix(
+            (np.ones(present.size, np.float32), (position[present], present)), shape=(names.size, self.var_names_.size)
+        )
+        aligned = X @ select  # cells x model genes, zeros where missing
+        result = self.impute(aligned, var_names=self.var_names_, policy=policy, fills=fills)
+        out = {}
+        for fill, values in result.items():
+            full = dense_rows(X)
+            full[:, position[present]] = values[:, present]
+            out[fill] = full
         return out
 
     # ---------------------------------------------------------- persistence

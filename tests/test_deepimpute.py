@@ -179,8 +179,8 @@ def test_unfitted_and_misaligned_model_errors():
     with pytest.raises(RuntimeError, match="not fitted"):
         sdi.DeepImpute().predict(X)
     model = sdi.DeepImpute(**FAST).fit(X)
-    with pytest.raises(ValueError, match="genes of `data` differ"):
-        model.predict(X[:, :10])
+    with pytest.raises(ValueError, match="genes the model reads are missing"):
+        model.predict(X[:, :5])
     with pytest.raises(ValueError, match="fill='expected'"):
         sdi.DeepImpute(preset="paper", min_vmr=0, **FAST).fit(X).predict(X, fill="expected")
 
@@ -192,3 +192,42 @@ def test_train_size_subsamples_cells():
     assert model.predict(X).shape == X.shape
     with pytest.raises(ValueError, match="train_size"):
         sdi.DeepImpute(**FAST).fit(X, train_size=1.5)
+
+
+def test_transfer_to_data_with_partly_different_genes(caplog):
+    """A model trained on one gene set imputes another, aligned by name: shared genes imputed, new genes kept."""
+    X = make_counts(150, 30, seed=13)
+    names = np.array([f"g{i}" for i in range(30)])
+    model = sdi.DeepImpute(**FAST).fit(X, var_names=names)
+    full = model.predict(X, var_names=names)
+
+    # same cells, genes reordered, two model genes dropped and one unknown gene added
+    keep = np.r_[np.arange(29, 1, -1)]
+    other = np.concatenate([X[:, keep], np.full((150, 1), 3.0, np.float32)], axis=1)
+    other_names = np.concatenate([names[keep], ["new_gene"]])
+    import scanpy as sc
+
+    sc.settings.verbosity = 1
+    try:
+        got = model.predict(other, var_names=other_names)
+    finally:
+        sc.settings.verbosity = 0
+    assert got.shape == other.shape
+    np.testing.assert_array_equal(got[:, -1], 3.0)  # unknown gene passes through
+    np.testing.assert_array_equal(got[other > 0], other[other > 0])
+    # with no predictor missing, the aligned prediction equals the original one for the shared genes
+    used = set(model.layout_.columns)
+    if not ({0, 1} & used):
+        np.testing.assert_allclose(got[:, :-1], full[:, keep], rtol=1e-5)
+    else:
+        assert np.mean(np.abs(got[:, :-1] - full[:, keep])) < np.mean(full[:, keep])
+
+
+def test_pretrained_model_in_pp(adata):
+    model = sdi.DeepImpute(**FAST).fit(adata)
+    other = adata[:, ::-1].copy()
+    sdi.pp.deepimpute(other, model=model)
+    assert other.uns["imputed"]["params"]["pretrained"] is True
+    np.testing.assert_array_equal(
+        other.var["imputed_target"].to_numpy(), np.isin(other.var_names, model.targets_)
+    )
