@@ -116,7 +116,7 @@ def fish_compare(  # noqa: PLR0913
     genes: Sequence[str] | None = None,
     reference: str = "GAPDH",
     quantiles: tuple[float, float] = (0.1, 0.9),
-    zero_as_missing: bool = True,
+    zero_as_missing: bool = False,
     efficiency: bool = True,
 ) -> dict[str, object]:
     """Compare gene distributions after imputation with RNA FISH (paper Fig. 3; SAVER Fig. 1b).
@@ -127,10 +127,12 @@ def fish_compare(  # noqa: PLR0913
     method mean, after normalisation) when ``efficiency=True``, and compared with FISH by the two-sample
     Kolmogorov-Smirnov statistic (:func:`scipy.stats.ks_2samp`).
 
-    FISH tables often encode "gene not probed in this cell" as 0 (``melanoma_fish``: see its
-    PROVENANCE.md). With ``zero_as_missing=True`` every FISH zero (including the reference's) is treated as
-    missing; this drops true zeros too, so Gini coefficients of genes with many real zeros are
-    underestimated. It applies to FISH only: zeros in the methods' data are values.
+    Not every FISH round probes every gene, so FISH tables mark "not probed in this cell". NaN and
+    negative values (``melanoma_fish.h5ad`` uses -1) are always treated as missing: each gene's Gini and
+    distribution use only the cells where it was probed, as SAVER does with ``complete.cases``. Tables
+    that write "not probed" as 0 need ``zero_as_missing=True``, which treats every FISH zero (the
+    reference's too) as missing; that drops true zeros as well, so the Gini coefficients of genes with
+    many real zeros come out too low. Missing values apply to FISH only: the methods' zeros are values.
 
     Parameters
     ----------
@@ -147,7 +149,7 @@ def fish_compare(  # noqa: PLR0913
     quantiles
         Reference-gene quantiles outside which cells are removed.
     zero_as_missing
-        Treat zeros in the FISH data as missing.
+        Also treat zeros in the FISH data as missing (NaN and negative values always are).
     efficiency
         Apply the efficiency factor before the KS statistic.
 
@@ -173,7 +175,7 @@ def fish_compare(  # noqa: PLR0913
     >>> rng = np.random.default_rng(0)
     >>> X = rng.poisson(5, size=(500, 3)).astype(float) + 1
     >>> a = ad.AnnData(X); a.var_names = ["GAPDH", "A", "B"]
-    >>> res = fish_compare(a, {"same": a}, zero_as_missing=False)
+    >>> res = fish_compare(a, {"same": a})
     >>> float(res["scores"].loc["same", "gini_mse"])
     0.0
     """
@@ -197,6 +199,7 @@ def fish_compare(  # noqa: PLR0913
 
     values: dict[str, pd.DataFrame] = {}
     F = _dense(fish, fish_layer, cols)
+    F[F < 0] = np.nan  # "not probed" sentinel (-1 in melanoma_fish.h5ad)
     if zero_as_missing:
         F[F == 0] = np.nan
     Fn, keep = gapdh_normalize(F[:, 1:], F[:, 0], quantiles=quantiles)
