@@ -94,7 +94,8 @@ def compare(  # noqa: PLR0913, PLR0912, PLR0915
     methods
         Names of built-ins, or a mapping of display name → built-in name or callable.
     layer
-        Counts to impute; default ``layers[mask_key]`` when ``mask_key`` is given, else ``X``.
+        Counts to impute; default ``layers[mask_key]`` when that layer exists (as :func:`mask` writes it),
+        else ``X`` (e.g. a simulation scored on its own dropouts with :func:`dropout_mask`).
     mask_key
         ``uns`` key of a mask from :func:`mask` or :func:`dropout_mask`.
     labels_key
@@ -139,18 +140,18 @@ def compare(  # noqa: PLR0913, PLR0912, PLR0915
     if on_error not in ("raise", "warn"):
         msg = f"`on_error` must be 'raise' or 'warn', got {on_error!r}."
         raise ValueError(msg)
-    if layer is None and mask_key is not None:
-        layer = mask_key
-    X = get_matrix(adata, layer)
-    if is_dask(X):
-        X = X.compute()
-    X = sparse.csr_matrix(X, dtype=np.float32) if sparse.issparse(X) else np.asarray(X, dtype=np.float32)
     mask = None
     if mask_key is not None:
         if mask_key not in adata.uns or "obs_idx" not in adata.uns[mask_key]:
             msg = f"adata.uns[{mask_key!r}] holds no mask; run scdeepimpute.tl.mask first."
             raise KeyError(msg)
         mask = adata.uns[mask_key]
+        if layer is None and mask_key in adata.layers:
+            layer = mask_key
+    X = get_matrix(adata, layer)
+    if is_dask(X):
+        X = X.compute()
+    X = sparse.csr_matrix(X, dtype=np.float32) if sparse.issparse(X) else np.asarray(X, dtype=np.float32)
     if de is None:
         de = labels_key is not None and all(
             f"{truth_prefix}{g}" in adata.var for g in pd.Series(adata.obs[labels_key]).astype("category").cat.categories
