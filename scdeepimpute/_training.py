@@ -163,7 +163,7 @@ class Trainer:
                 wait += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}")
+                bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", refresh=False)
             logg.debug(f"epoch {epoch}: loss {train_loss:.5f}, val_loss {val_loss:.5f}")
             if wait >= patience:
                 break
@@ -187,4 +187,5 @@ def _progress(total: int, enabled: bool):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="DeepImpute training", unit="epoch", leave=False)
+    # redraw at most every 2 s: notebooks without widgets keep every redraw in the output
+    return tqdm(total=total, desc="DeepImpute training", unit="epoch", leave=False, mininterval=2.0)
