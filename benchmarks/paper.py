@@ -18,7 +18,8 @@ Run from the repository root:
 
     .venv/bin/python benchmarks/paper.py
 
-It prints the tables and writes benchmarks/RESULTS_paper.md (figures go to benchmarks/out/, git-ignored).
+It prints the tables and writes benchmarks/RESULTS_paper.md (figures and tidy CSVs go to benchmarks/out/,
+git-ignored).
 ``--quick`` runs a small smoke version (subsampled data, few epochs) and writes nothing unless --out is given.
 """
 
@@ -171,8 +172,13 @@ def fmt(df: pd.DataFrame, cols: list[str], digits: int = 3) -> str:
     lines = [header, sep]
     for idx, row in show.iterrows():
         vals = []
-        for v in row:
-            vals.append("n/a" if pd.isna(v) else (f"{v:.2e}" if 0 < abs(v) < 10 ** (-digits) else f"{v:.{digits}f}"))
+        for col, v in row.items():
+            if pd.isna(v):
+                vals.append("n/a")
+            elif col.startswith("p_"):
+                vals.append("< 1e-300" if v == 0 else f"{v:.1e}")  # float64 underflow shows as 0
+            else:
+                vals.append(f"{v:.2e}" if 0 < abs(v) < 10 ** (-digits) else f"{v:.{digits}f}")
         lines.append(f"| {idx} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
@@ -211,10 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     pd.set_option("display.width", 160)
     t_start = time.perf_counter()
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    commit = git_commit()  # at the start: other work may be committed while this runs
     report = []
 
     if not args.skip_fig2:
         df2, per_axis, info2 = fig2(args.quick, figdir)
+        df2.to_csv(figdir / "fig2_metrics.csv", index=False)
+        per_axis.to_csv(figdir / "fig2_per_axis.csv", index=False)
         report.append("## Fig. 2: masking accuracy on real data\n")
         report.append(
             "Genes detected in >= 5% of cells; 10 non-zeros masked per gene (probabilities from the fitted "
@@ -236,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.skip_fig5:
         df5, roc_drop, info5 = fig5(args.quick, figdir)
+        df5.to_csv(figdir / "fig5_metrics.csv", index=False)
         wide = df5.pivot(index="method", columns="metric", values="value")
         wide["de_auc_ranked_only"] = pd.Series(roc_drop)
         wide = wide.reindex(list(dict.fromkeys(df5["method"])))
@@ -263,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         head = [
             "# scdeepimpute: the paper's evaluation, reproduced (benchmarks/paper.py)\n",
             f"- Date: {started}",
-            f"- Commit: {git_commit()}",
+            f"- Commit: {commit} (at start)",
             f"- CPU: {cpu()} (machine shared with other jobs; timings are indicative)",
             f"- Python {platform.python_version()}; scdeepimpute {version('scdeepimpute')}, scanpy {version('scanpy')}, "
             f"anndata {version('anndata')}, tensorflow {version('tensorflow')}, scikit-learn {version('scikit-learn')}",

@@ -384,7 +384,7 @@ def masked_metrics(
     >>> from scdeepimpute.tl import masked_metrics
     >>> m = masked_metrics(np.array([1.0, 3.0, 7.0]), np.array([1.0, 3.0, 3.0]))
     >>> round(m["mse"], 4)  # (log 8 - log 4)^2 / 3
-    0.1601
+    0.1602
     """
     t = np.log1p(np.asarray(true_values, dtype=np.float64))
     y = np.log1p(np.clip(np.asarray(imputed_values, dtype=np.float64), 0, None))
