@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _logging as logg
 from ._model import DeepImpute, Policy
-from ._utils import as_supported, check_counts as _check_counts, get_matrix
+from ._utils import as_supported, check_counts as _check_counts, get_matrix, is_dask
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -66,6 +66,11 @@ def deepimpute(  # noqa: PLR0913
 
     ``preset="paper"`` runs the published method (one layer, with the paper's semantics).
 
+    Dask input (experimental): when ``X``/``layer`` is a dask array chunked along cells (e.g. from
+    :func:`scdeepimpute.experimental.read_lazy`), only the ``train_size`` training cells are read into
+    memory (all cells if ``None``) and the layers are *lazy* dask arrays; compute or write them
+    together (see :mod:`scdeepimpute.experimental`) so that the network runs once per chunk.
+
     Parameters
     ----------
     adata
@@ -101,7 +106,7 @@ def deepimpute(  # noqa: PLR0913
     ``None`` if ``copy=False``, else a new :class:`~anndata.AnnData`. Sets:
 
     ``adata.layers[key_added]`` : :class:`numpy.ndarray` (float32)
-        Imputed counts, same shape as the input.
+        Imputed counts, same shape as the input (a lazy dask array for dask input).
     ``adata.layers[f"{key_added}_detected"]`` : :class:`numpy.ndarray` (float32)
         Value-if-detected fill (models with a detection head).
     ``adata.var[f"{key_added}_target"]`` : bool
@@ -152,12 +157,22 @@ def deepimpute(  # noqa: PLR0913
             n_pcs=n_pcs,
             random_state=random_state,
         )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # the count check above already warned once
-            model.fit(X, var_names=adata.var_names, genes=genes, train_size=train_size)
+        if is_dask(X):  # out of core: fit on the training cells read into memory
+            from .experimental import fit as fit_dask
+
+            fit_dask(model, X, var_names=adata.var_names, genes=genes, train_size=train_size, check_counts=check_counts)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # the count check above already warned once
+                model.fit(X, var_names=adata.var_names, genes=genes, train_size=train_size)
     two_heads = model.params["detection_head"]
     fills = ("expected", "detected") if two_heads else ("detected",)
-    result = model.impute(X, var_names=adata.var_names, policy=policy, fills=fills)
+    if is_dask(X):  # lazy layers: the model's impute mapped over row chunks
+        from .experimental import impute as impute_dask
+
+        result = impute_dask(model, X, var_names=adata.var_names, policy=policy, fills=fills, check_counts=check_counts)
+    else:
+        result = model.impute(X, var_names=adata.var_names, policy=policy, fills=fills)
     if two_heads:
         outputs.append(f"{key_added}_detected")
 
