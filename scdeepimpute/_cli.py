@@ -49,7 +49,7 @@ def _say(args, msg: str) -> None:
 
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``scdeepimpute`` command."""
+    """Build the argument parser of the ``scdeepimpute`` command."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -344,7 +344,9 @@ def run_impute(args) -> int:
     src, out = Path(args.input), Path(args.output)
     out_fmt = output_format(out)
     if args.model is not None:
-        clash = [f"--{k.replace('_', '-')}" for k in ("preset", "train_size", "genes_file", "max_epochs", "hidden_units")]
+        clash = [
+            f"--{k.replace('_', '-')}" for k in ("preset", "train_size", "genes_file", "max_epochs", "hidden_units")
+        ]
         clash = [c for c in clash if getattr(args, c[2:].replace("-", "_")) is not None]
         if clash:
             raise InputError(f"--model uses a trained model; {', '.join(clash)} only apply when training")

@@ -13,7 +13,8 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import io as spio, sparse
+from scipy import io as spio
+from scipy import sparse
 
 from scdeepimpute._cli import main
 
@@ -128,7 +129,8 @@ def test_each_input_format(fmt, tmp_path, counts, names, capsys):
     np.testing.assert_array_equal(a.var["imputed_target"], counts.var(axis=0) > 0)  # every non-constant gene
     assert not a.uns["imputed"]["params"]["pretrained"]
     if fmt == "h5ad":  # everything else in the input is carried over
-        assert "counts" in a.layers and list(a.obs["batch"].unique()) == ["a"]
+        assert "counts" in a.layers
+        assert list(a.obs["batch"].unique()) == ["a"]
 
 
 # --------------------------------------------------------------------------- outputs, layers, model reuse
@@ -144,7 +146,8 @@ def trained(tmp_path_factory, counts, names):
 
 def test_model_reuse_gives_the_same_layers(trained, tmp_path):
     src, first, model = trained
-    assert (model / "config.json").is_file() and (model / "model.weights.h5").is_file()
+    assert (model / "config.json").is_file()
+    assert (model / "model.weights.h5").is_file()
     out = tmp_path / "again.h5ad"
     assert run("impute", src, "-o", out, "--model", model, "-q") == 0
     again = ad.read_h5ad(out)
@@ -153,13 +156,16 @@ def test_model_reuse_gives_the_same_layers(trained, tmp_path):
     assert again.uns["imputed"]["params"]["pretrained"]
 
 
-@pytest.mark.parametrize(("suffix", "fill", "layer"), [(".csv", None, "imputed"), (".tsv", "detected", "imputed_detected")])
+@pytest.mark.parametrize(
+    ("suffix", "fill", "layer"), [(".csv", None, "imputed"), (".tsv", "detected", "imputed_detected")]
+)
 def test_table_output_is_the_imputed_matrix(trained, tmp_path, suffix, fill, layer):
     src, first, model = trained
     out = tmp_path / f"out{suffix}"
     assert run("impute", src, "-o", out, "--model", model, "-q", *(["--fill", fill] if fill else [])) == 0
     df = pd.read_csv(out, sep="\t" if suffix == ".tsv" else ",", index_col=0)
-    assert list(df.index) == list(first.obs_names) and list(df.columns) == list(first.var_names)
+    assert list(df.index) == list(first.obs_names)
+    assert list(df.columns) == list(first.var_names)
     np.testing.assert_allclose(df.to_numpy(), first.layers[layer], rtol=1e-5)  # written with 6 significant digits
 
 
@@ -181,10 +187,27 @@ def test_chunked_out_of_core_run_matches_in_memory(trained, tmp_path, out_name):
 def test_chunked_training_on_a_subsample(tmp_path, counts, names, capsys):
     src = write_zarr(tmp_path / "in.zarr", counts, names)
     out = tmp_path / "out.zarr"
-    assert run("impute", src, "-o", out, "--chunk-size", "32", "--train-size", "0.5", "--max-epochs", "2",
-               "--hidden-units", "8") == 0
+    assert (
+        run(
+            "impute",
+            src,
+            "-o",
+            out,
+            "--chunk-size",
+            "32",
+            "--train-size",
+            "0.5",
+            "--max-epochs",
+            "2",
+            "--hidden-units",
+            "8",
+        )
+        == 0
+    )
     err = capsys.readouterr().err
-    assert "lazily" in err and "on 60 cells" in err and "wrote" in err  # progress shown without --quiet
+    assert "lazily" in err
+    assert "on 60 cells" in err
+    assert "wrote" in err
     a = ad.read_zarr(out)
     assert a.layers["imputed"].shape == counts.shape
     assert a.uns["imputed"]["params"]["train_size"] == 0.5
@@ -210,7 +233,8 @@ def test_layer_genes_file_and_paper_preset(tmp_path, counts, names):
 def test_demo(capsys):
     assert main(["demo", "--max-epochs", "2", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "886 of 886 genes imputed" in out and "2 epochs" in out
+    assert "886 of 886 genes imputed" in out
+    assert "2 epochs" in out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith("  ")}
     assert {"imputed_detected", "imputed", "no"} <= set(rows)
     assert float(rows["imputed_detected"][0]) < float(rows["no"][1])  # "no imputation  MSE  n/a"
@@ -225,22 +249,44 @@ def small_h5ad(tmp_path_factory, counts, names):
 
 BAD = {
     "missing input": (lambda d, s: ["impute", d / "nope.h5ad", "-o", d / "o.h5ad"], "input not found"),
-    "unknown input format": (lambda d, s: ["impute", _touch(d / "counts.xlsx"), "-o", d / "o.h5ad"], "unknown input format"),
+    "unknown input format": (
+        lambda d, s: ["impute", _touch(d / "counts.xlsx"), "-o", d / "o.h5ad"],
+        "unknown input format",
+    ),
     "folder of nothing": (lambda d, s: ["impute", _mkdir(d / "empty"), "-o", d / "o.h5ad"], "neither a .zarr"),
     "unknown output format": (lambda d, s: ["impute", s, "-o", d / "o.loom"], "unknown output format"),
     "not a 10x h5": (lambda d, s: ["impute", _h5(d / "x.h5"), "-o", d / "o.h5ad"], "cannot read"),
     "broken h5ad": (lambda d, s: ["impute", _touch(d / "x.h5ad", b"not hdf5"), "-o", d / "o.h5ad"], "cannot read"),
     "non-numeric csv": (lambda d, s: ["impute", _csv(d / "x.csv"), "-o", d / "o.csv"], "non-numeric"),
-    "unknown layer": (lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--layer", "spliced"], "layer 'spliced' not found"),
-    "too few training cells": (lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--train-size", "5"], "at least 20 cells"),
+    "unknown layer": (
+        lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--layer", "spliced"],
+        "layer 'spliced' not found",
+    ),
+    "too few training cells": (
+        lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--train-size", "5"],
+        "at least 20 cells",
+    ),
     "unknown genes": (lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--genes-file", _genes(d)], "not in var_names"),
-    "missing genes file": (lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--genes-file", d / "g.txt"], "cannot read --genes-file"),
-    "missing model": (lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--model", d / "nomodel"], "not a saved scdeepimpute model"),
+    "missing genes file": (
+        lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--genes-file", d / "g.txt"],
+        "cannot read --genes-file",
+    ),
+    "missing model": (
+        lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--model", d / "nomodel"],
+        "not a saved scdeepimpute model",
+    ),
     "model and training options": (
-        lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--model", d, "--max-epochs", "3"], "only apply when training"),
-    "cell axis on h5ad": (lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--cell-axis", "columns"], "CSV/TSV input only"),
-    "chunks on csv": (lambda d, s: ["impute", _csv(d / "y.csv", ok=True), "-o", d / "o.h5ad", "--chunk-size", "10"],
-                      "needs an .h5ad or .zarr input"),
+        lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--model", d, "--max-epochs", "3"],
+        "only apply when training",
+    ),
+    "cell axis on h5ad": (
+        lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--cell-axis", "columns"],
+        "CSV/TSV input only",
+    ),
+    "chunks on csv": (
+        lambda d, s: ["impute", _csv(d / "y.csv", ok=True), "-o", d / "o.h5ad", "--chunk-size", "10"],
+        "needs an .h5ad or .zarr input",
+    ),
     "fill on h5ad": (lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--fill", "detected"], "CSV/TSV output"),
     "output is input": (lambda d, s: ["impute", s, "-o", s], "OUTPUT is the INPUT"),
     "negative counts": (lambda d, s: ["impute", _csv(d / "neg.csv", neg=True), "-o", d / "o.h5ad"], "negative values"),
@@ -286,12 +332,18 @@ def test_bad_input_one_line_error(case, tmp_path, small_h5ad, capsys):
     assert main([*map(str, make_args(tmp_path, small_h5ad)), "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    assert err[0].startswith("scdeepimpute: error: ") and expected in err[0], err[0]
+    assert err[0].startswith("scdeepimpute: error: "), err[0]
+    assert expected in err[0], err[0]
 
 
 def test_usage_errors_exit_2(capsys):
-    for argv in ([], ["impute"], ["impute", "x.h5ad"], ["impute", "x.h5ad", "-o", "y.h5ad", "--train-size", "-1"],
-                 ["frobnicate"]):
+    for argv in (
+        [],
+        ["impute"],
+        ["impute", "x.h5ad"],
+        ["impute", "x.h5ad", "-o", "y.h5ad", "--train-size", "-1"],
+        ["frobnicate"],
+    ):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2
@@ -315,9 +367,12 @@ def test_console_script_end_to_end(tmp_path, counts, names):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     ok = subprocess.run([_console_script(), "impute", src, "-o", out, *FAST], capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
-    assert "Traceback" not in ok.stderr and "I0000" not in ok.stderr  # TensorFlow's start-up chatter is hidden
+    assert "Traceback" not in ok.stderr
+    assert "I0000" not in ok.stderr
     df = pd.read_csv(out, index_col=0)
     assert df.shape == counts.shape
-    bad = subprocess.run([_console_script(), "impute", tmp_path / "missing.h5ad", "-o", out], capture_output=True, text=True)
+    bad = subprocess.run(
+        [_console_script(), "impute", tmp_path / "missing.h5ad", "-o", out], capture_output=True, text=True
+    )
     assert bad.returncode == 1
     assert bad.stderr.strip() == f"scdeepimpute: error: input not found: {tmp_path / 'missing.h5ad'}"

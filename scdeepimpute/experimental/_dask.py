@@ -31,7 +31,8 @@ import pandas as pd
 
 from .. import _logging as logg
 from .._model import DeepImpute, Fill, Policy, _training_cells
-from .._utils import as_supported, check_counts as _check_counts, check_random_state, get_matrix, is_dask
+from .._utils import as_supported, check_random_state, get_matrix, is_dask
+from .._utils import check_counts as _check_counts
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -48,7 +49,7 @@ _MODELS_LOCK = threading.Lock()
 
 # --------------------------------------------------------------------------- inputs
 def _dask_matrix_and_names(data, layer: str | None, var_names) -> tuple[da.Array, pd.Index]:
-    """A 2-d dask array chunked along cells only, and its gene names."""
+    """Return the 2-d dask array (chunked along cells only) and its gene names."""
     from anndata import AnnData
 
     if isinstance(data, AnnData):
@@ -57,7 +58,7 @@ def _dask_matrix_and_names(data, layer: str | None, var_names) -> tuple[da.Array
         X = data
         names = pd.Index(np.arange(X.shape[1]).astype(str)) if var_names is None else pd.Index(var_names).astype(str)
     if not is_dask(X):
-        msg = f"expected a dask array, got {type(X).__name__}; use scdeepimpute.DeepImpute / pp.deepimpute for in-memory data."
+        msg = f"expected a dask array, got {type(X).__name__}; in-memory data go to DeepImpute or pp.deepimpute."
         raise TypeError(msg)
     if X.ndim != 2:
         msg = f"expected a 2-d cells x genes array, got {X.ndim} dimensions."
@@ -68,7 +69,7 @@ def _dask_matrix_and_names(data, layer: str | None, var_names) -> tuple[da.Array
     if X.numblocks[1] != 1:
         msg = (
             f"the dask array is chunked along genes ({X.numblocks[1]} column chunks); DeepImpute needs whole rows: "
-            "chunk along cells only, e.g. X.rechunk({1: -1}) or read_elem_lazy(..., chunks=(n_cells_per_chunk, n_vars))."
+            "chunk along cells only, e.g. X.rechunk({1: -1}) or read_elem_lazy(..., chunks=(n_cells, n_vars))."
         )
         raise ValueError(msg)
     if X.shape[0] == 0 or X.shape[1] == 0:
@@ -240,7 +241,7 @@ def impute(
     Parameters
     ----------
     model
-        A fitted :class:`~scdeepimpute.DeepImpute` (genes are aligned by name, as in :meth:`~scdeepimpute.DeepImpute.impute`).
+        A fitted :class:`~scdeepimpute.DeepImpute`; genes are aligned by name, as in its ``impute``.
     data
         An AnnData whose ``X``/``layer`` is a dask array, or a dask array; chunked along cells only.
     layer, var_names, policy
