@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pytest
 from scipy import sparse, stats
@@ -128,3 +129,19 @@ def test_work_copy_clips_negatives_and_keeps_input(sim):
     assert (w.X >= 0).all() and np.array_equal(a.layers["neg"], before)
     assert sparse.issparse(_work_copy(a, None).X)
     assert (w.obs_names == a.obs_names).all()
+
+
+def test_compare_clustering_de_and_store(sim):
+    """tl.compare's clustering and DE rows (here, where UMAP's numba compilation is already paid)."""
+    a = sim.copy()
+    df = tl.compare(a, methods=["none", "nzmean"], labels_key="group", store=True, dataset="sim")
+    assert df.columns.tolist() == ["dataset", "method", "metric", "value"] and (df["dataset"] == "sim").all()
+    wide = df.pivot(index="method", columns="metric", values="value")
+    assert {"ari", "ami", "fmi", "silhouette", "de_auc", "time_s"} <= set(wide.columns)  # DE auto-detected
+    assert "mse" not in wide.columns
+    np.testing.assert_array_equal(a.layers["compare_nzmean"], tl.impute_nzmean(ad.AnnData(sim.X)))
+    assert a.obs["leiden_compare_none"].nunique() == 3
+    s = tl.clustering_scores(a, labels_key="group", key="compare_nzmean")
+    assert s["ari"] == pytest.approx(wide.loc["nzmean", "ari"])
+    res = tl.de_scores(a, layer="compare_nzmean")
+    assert res["auc"] == pytest.approx(wide.loc["nzmean", "de_auc"])

@@ -72,21 +72,6 @@ def test_compare_masked_metrics(masked):
     assert calls == [masked.shape]
 
 
-def test_compare_clustering_de_and_store(masked):
-    a = masked.copy()
-    df = tl.compare(a, methods=["none", "nzmean"], labels_key="group", store=True, dataset="sim")
-    assert df.columns.tolist() == ["dataset", "method", "metric", "value"] and (df["dataset"] == "sim").all()
-    wide = df.pivot(index="method", columns="metric", values="value")
-    assert {"ari", "ami", "fmi", "silhouette", "de_auc", "time_s"} <= set(wide.columns)  # DE auto-detected
-    assert "mse" not in wide.columns
-    np.testing.assert_array_equal(a.layers["compare_nzmean"], tl.impute_nzmean(ad.AnnData(masked.X)))
-    assert a.obs["leiden_compare_none"].nunique() == 2
-    s = tl.clustering_scores(a, labels_key="group", key="compare_nzmean")
-    assert s["ari"] == pytest.approx(wide.loc["nzmean", "ari"])
-    res = tl.de_scores(a, layer="compare_nzmean")
-    assert res["auc"] == pytest.approx(wide.loc["nzmean", "de_auc"])
-
-
 def test_compare_dict_outputs_and_kwargs(masked):
     def two(a, *, scale=1.0):
         X = tl.impute_none(a)

@@ -74,7 +74,8 @@ def impute_knn(adata: AnnData, *, n_neighbors: int = 15, n_pcs: int = 50, random
     sc.pp.log1p(work)
     n_comps = int(max(2, min(n_pcs, work.n_vars - 1, work.n_obs - 1)))
     sc.pp.pca(work, n_comps=n_comps, svd_solver="arpack", random_state=random_state)
-    sc.pp.neighbors(work, n_neighbors=n_neighbors, transformer="sklearn", random_state=random_state)
+    # only the kNN sets are used; method="gauss" skips UMAP's (numba-compiled) connectivities, same neighbours
+    sc.pp.neighbors(work, n_neighbors=n_neighbors, transformer="sklearn", method="gauss", random_state=random_state)
     A = sparse.csr_matrix(work.obsp["distances"], dtype=np.float32, copy=True)
     A.data[:] = 1.0  # the graph's pattern: n_neighbors - 1 neighbours per cell
     A.setdiag(1.0)  # plus the cell itself
