@@ -430,7 +430,8 @@ def read_lazy(path: str | Path, *, chunk_size: int = 10_000) -> AnnData:
 
     ``obs``, ``var``, ``uns``, ``obsm``, ``varm``, ``obsp`` and ``varp`` are read into memory; ``X``
     and the layers are read lazily with :func:`anndata.experimental.read_elem_lazy` (sparse stays sparse
-    inside each chunk). The result works with :func:`scdeepimpute.pp.deepimpute` and :func:`fit`.
+    inside each chunk); ``raw`` is not read (a warning says so). The result works with
+    :func:`scdeepimpute.pp.deepimpute` and :func:`fit`.
     """
     import anndata as ad
 
@@ -459,6 +460,8 @@ def _read_lazy_group(f, ad, chunk_size: int) -> AnnData:
     if "X" not in f:
         msg = f"{f} holds no X; scdeepimpute needs the counts in X or in a layer."
         raise ValueError(msg)
+    if "raw" in f:
+        logg.warning("the store has a .raw, which read_lazy does not read (only X, layers and the annotations).")
     parts = {k: ad.io.read_elem(f[k]) for k in ("obs", "var", "uns", "obsm", "varm", "obsp", "varp") if k in f}
     layers = {k: lazy(f["layers"][k]) for k in f["layers"]} if "layers" in f else {}
     return ad.AnnData(X=lazy(f["X"]), layers=layers, **parts)
