@@ -95,7 +95,7 @@ def make_speed_data(sizes: list[int], n_genes: int = 3200, cache: Path = CACHE) 
 
 
 def mask_nonzeros(X: sparse.csr_matrix, n_per_gene: int = 10, seed: int = 0):
-    """Zero ``n_per_gene`` random non-zeros of every gene with more than that many; return (masked, rows, cols, truth)."""
+    """Zero ``n_per_gene`` random non-zeros of every gene having more; return (masked, rows, cols, truth)."""
     rng = np.random.default_rng(seed)
     Xc = X.tocsc(copy=True)
     rows, cols, vals = [], [], []

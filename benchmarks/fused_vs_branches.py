@@ -41,7 +41,8 @@ def load(name: str, sim_cells: int):
         from scipy import sparse
 
         path = C.make_speed_data([sim_cells])[sim_cells]
-        return sparse.load_npz(path).tocsr(), 0.5, f"simulated {sim_cells // 1000}k x 3200 (benchmarks/_common.py), min_vmr=0.5"
+        desc = f"simulated {sim_cells // 1000}k x 3200 (benchmarks/_common.py), min_vmr=0.5"
+        return sparse.load_npz(path).tocsr(), 0.5, desc
     raise SystemExit(f"unknown dataset {name}")
 
 
@@ -114,12 +115,14 @@ def main(argv=None):
         blocks = C.select_blocks(X, min_vmr=min_vmr, seed=args.seed)
         train_rows, val_rows = C.split_cells(X.shape[0], seed=args.seed)
         _, yv = C.branch_arrays(X, val_rows, blocks)
-        sizes = f"{len(blocks.blocks)} blocks, targets {[len(b) for b in blocks.blocks]}, inputs {[len(p) for p in blocks.predictors]}"
+        sizes = (f"{len(blocks.blocks)} blocks, targets {[len(b) for b in blocks.blocks]}, "
+                 f"inputs {[len(p) for p in blocks.predictors]}")
         print(f"\n== {desc}: {sizes}; {train_rows.size} train / {val_rows.size} val cells", flush=True)
 
         ft, fcurve, f0, fyhat = run_fused(X, blocks, train_rows, val_rows, args.epochs, args.seed)
         fval = C.val_loss_numpy(yv, fyhat)
-        print(f"fused     epoch s: {np.round(ft, 2).tolist()}\n          val (Trainer): {np.round(fcurve, 4).tolist()}", flush=True)
+        print(f"fused     epoch s: {np.round(ft, 2).tolist()}\n"
+              f"          val (Trainer): {np.round(fcurve, 4).tolist()}", flush=True)
         bt, bcurve, b0, byhat, prep = run_branches(X, blocks, train_rows, val_rows, args.epochs, args.seed)
         bval = C.val_loss_numpy(yv, byhat)
         print(f"branches  epoch s: {np.round(bt, 2).tolist()} (+ {prep:.1f} s prep)\n"
@@ -140,9 +143,11 @@ def main(argv=None):
     print("\n" + table)
     cmd = "python " + " ".join([str(Path(sys.argv[0]))] + sys.argv[1:])
     text = (f"## Fused trainer vs separate branches (issue 2)\n\n"
-            f"{info['date']}, commit {info['commit']}, {info['cpu']}, TF {info['tensorflow']} / Keras {info['keras']}.\n"
+            f"{info['date']}, commit {info['commit']}, {info['cpu']}, "
+            f"TF {info['tensorflow']} / Keras {info['keras']}.\n"
             f"Command: `{cmd}`\n\n"
-            "Same blocks, init scheme, loss, Adam 1e-4, batch 64, dropout 0.2 on both sides; val loss = sum over blocks "
+            "Same blocks, init scheme, loss, Adam 1e-4, batch 64, dropout 0.2 on both sides; "
+            "val loss = sum over blocks "
             "of mean(y (y - y_hat)^2) on the 5% validation cells, computed by the same numpy code for both. "
             "Epoch times include the per-epoch validation pass on both sides; the fused epoch also includes "
             "densifying + log1p of sparse rows.\n\n" + table + "\n\n" + "\n".join(notes) + "\n")

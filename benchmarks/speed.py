@@ -53,6 +53,7 @@ RESULTS = Path(__file__).parent / "RESULTS_speed.md"
 SECTION = "speed"
 N_GENES = 3200
 METHODS = ("default", "paper", "original", "magic")
+_RSS: dict[str, float] = {}
 
 
 # ============================================================================ worker (one process per row)
@@ -72,9 +73,11 @@ def _worker_deepimpute(preset: str, Xm, max_epochs: int | None):
     t = time.perf_counter()
     model.fit(Xm, progress=False)
     fit_s = time.perf_counter() - t
+    _RSS["after_fit"] = C.peak_rss_mb()
     t = time.perf_counter()
     imputed = model.predict(Xm)
     predict_s = time.perf_counter() - t
+    _RSS["after_predict"] = C.peak_rss_mb()  # before the extra scoring below
     if model.params.get("detection_head"):  # also the paper's value-if-detected fill (untimed)
         imputed = {"main": imputed, "detected": model.impute(Xm, fills=("detected",))["detected"]}
     p = model.params
@@ -101,6 +104,7 @@ def _worker_original(Xm, max_epochs: int | None):
     hist = model.fit(xs, ys, batch_size=64, epochs=max_epochs, validation_data=(xv, yv), shuffle=True, verbose=0,
                      callbacks=[stop])
     fit_s = time.perf_counter() - t
+    _RSS["after_fit"] = C.peak_rss_mb()
     del xs, ys, xv, yv
     t = time.perf_counter()
     all_rows = np.arange(Xm.shape[0])
@@ -156,7 +160,8 @@ def worker(method: str, n_cells: int, max_epochs: int | None) -> dict:
         "method": method, "cells": n_cells, "genes": Xm.shape[1], "targets": n_targets, "fit_s": fit_s,
         "predict_s": predict_s, "epochs": epochs,
         "gflops": None if train_flops is None else train_flops / fit_s / 1e9,
-        "peak_rss_mb": C.peak_rss_mb(), "data_rss_mb": base_rss, "mse": mse, "n_masked": int(truth.size),
+        "peak_rss_mb": _RSS.get("after_predict", C.peak_rss_mb()), "data_rss_mb": base_rss,
+        "fit_rss_mb": _RSS.get("after_fit"), "mse": mse, "n_masked": int(truth.size),
         "mse_detected": None if detected is None else C.masked_mse(truth, np.asarray(detected[rows, cols], np.float64)),
     }
     with open(C.CACHE / "speed_results.jsonl", "a") as f:  # raw log of every row ever run
@@ -191,10 +196,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cells", default="1000,5000,10000,50000")
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--quick", action="store_true", help="cap training at 3 epochs (timings are then not comparable to full runs)")
+    ap.add_argument("--quick", action="store_true", 
+                    help="cap training at 3 epochs (timings are then not comparable to full runs)")
     ap.add_argument("--max-epochs", type=int, default=None, help="cap on epochs (default: each method's own, 500)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per (method, cells) run")
     ap.add_argument("--no-write", action="store_true", help=f"do not update {RESULTS.name}")
+    ap.add_argument("--section", default=SECTION, help=f"section of {RESULTS.name} to replace (default %(default)s)")
+    ap.add_argument("--title", default="Speed and memory, paper Fig. 6 setting (issue 4)")
     ap.add_argument("--worker", nargs=2, metavar=("METHOD", "CELLS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     max_epochs = 3 if args.quick and args.max_epochs is None else args.max_epochs
@@ -232,14 +240,16 @@ def main(argv=None):
     gf_after = _matmul_sub()
     print(f"float32 matmul 4096^2 after: {gf_after:.1f} GFLOP/s")
 
-    header = ["method", "cells", "genes", "targets", "fit s", "predict s", "epochs", "peak RSS MB (data only)",
+    header = ["method", "cells", "genes", "targets", "fit s", "predict s", "epochs",
+              "peak RSS MB (after data; after fit)",
               "train GFLOP/s", "% of matmul", "masked MSE (log1p)", "MSE, value-if-detected fill"]
     ref = max(gf_before, gf_after)
     table = C.markdown_table(header, [[
         r["method"], r["cells"], r["genes"], r["targets"], f"{r['fit_s']:.1f}", _fmt(r["predict_s"], ".1f"),
-        r["epochs"] if r["epochs"] is not None else "n/a", f"{r['peak_rss_mb']:.0f} ({r['data_rss_mb']:.0f})",
+        r["epochs"] if r["epochs"] is not None else "n/a",
+        f"{r['peak_rss_mb']:.0f} ({r['data_rss_mb']:.0f}; {_fmt(r.get('fit_rss_mb'), '.0f')})",
         _fmt(r["gflops"], ".1f"), _fmt(None if r["gflops"] is None else 100 * r["gflops"] / ref, ".0f"),
-        f"{r['mse']:.4f}", _fmt(r.get("mse_detected"), ".4f") if r.get("mse_detected") is not None else "same"]
+        f"{r['mse']:.4f}", _fmt(r.get("mse_detected"), ".4f") if r.get("mse_detected") is not None else "(one output)"]
         for r in rows])
     print("\n" + table)
     for f in failures:
@@ -248,24 +258,26 @@ def main(argv=None):
     cmd = "python " + " ".join([str(Path(sys.argv[0]))] + sys.argv[1:])
     n_masked = {r["cells"]: r["n_masked"] for r in rows}
     text = (
-        "## Speed and memory, paper Fig. 6 setting (issue 4)\n\n"
+        f"## {args.title}\n\n"
         f"{info['date']}, commit {info['commit']}, {info['cpu']}, TF {info['tensorflow']} / Keras {info['keras']}, "
         f"Python {info['python']}.\nCommand: `{cmd}`"
         + (f" (epochs capped at {max_epochs})" if max_epochs is not None else "") + "\n\n"
         f"Data: {C.SIM_DESCRIPTION.format(n_genes=N_GENES)}. Masked entries per size: {n_masked}.\n"
         f"float32 tf.matmul 4096x4096: {gf_before:.1f} GFLOP/s before the runs, {gf_after:.1f} after; "
         "'% of matmul' uses the larger.\n"
-        "Each row is a fresh process; peak RSS is that process's ru_maxrss (in brackets: after loading and "
-        "masking the data). Machine shared with other jobs: compare rows of one run, not across runs.\n\n"
+        "Each row is a fresh process; peak RSS is that process's ru_maxrss (in brackets: its peak after loading and "
+        "masking the data, and its peak at the end of fit). Machine shared with other jobs: compare rows of "
+        "one run, not across runs.\n\n"
         + table + "\n" + ("\n" + "\n".join(failures) + "\n" if failures else "")
         + "\nMethods: default/paper = scdeepimpute presets; original = separate branches of one Keras model "
         "(batch 64, Adam 1e-4, EarlyStopping patience 5, same targets/predictors as paper); magic = MAGIC "
         "defaults on sqrt library-normalised counts. 'masked MSE' scores each method's standard output "
         "(default preset: fill='expected', P(detected) x value); the last column scores the default preset's "
-        "fill='detected' (value if detected, the paper's semantics), from the same fit.\n"
+        "fill='detected' (value if detected, the paper's semantics), from the same fit (an extra, untimed "
+        "impute() after the peak RSS was read).\n"
     )
     if not args.no_write:
-        C.write_section(RESULTS, SECTION, text)
+        C.write_section(RESULTS, args.section, text)
         print(f"\nwritten to {RESULTS}")
 
 
