@@ -32,7 +32,7 @@ def set_threads(n_jobs: int | None) -> None:
     if n_jobs is None:
         return
     tf, _ = import_keras()
-    n = os.cpu_count() or 1 if n_jobs < 0 else n_jobs
+    n = (os.cpu_count() or 1) if n_jobs < 0 else n_jobs
     try:
         if tf.config.threading.get_intra_op_parallelism_threads() != n:
             tf.config.threading.set_intra_op_parallelism_threads(n)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Sequence
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import pandas as pd
 
 from . import _logging as logg
 from ._model import DeepImpute, Policy
@@ -157,14 +157,13 @@ def deepimpute(  # noqa: PLR0913
             n_pcs=n_pcs,
             random_state=random_state,
         )
-        if is_dask(X):  # out of core: fit on the training cells read into memory
+        if is_dask(X):  # validates the chunking; only the training cells are read (and checked)
             from .experimental import fit as fit_dask
 
             fit_dask(model, X, var_names=adata.var_names, genes=genes, train_size=train_size, check_counts=check_counts)
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # the count check above already warned once
-                model.fit(X, var_names=adata.var_names, genes=genes, train_size=train_size)
+        else:  # X was checked above: skip the model's own check
+            names = pd.Index(adata.var_names.astype(str))
+            model._fit_matrix(X, names, genes=genes, train_size=train_size, check_counts=check_counts, progress=None)
     two_heads = model.params["detection_head"]
     fills = ("expected", "detected") if two_heads else ("detected",)
     if is_dask(X):  # lazy layers: the model's impute mapped over row chunks

@@ -15,13 +15,24 @@ from scipy import sparse
 
 from . import _logging as logg
 from ._selection import select_predictors, split_targets
-from ._utils import as_supported, check_counts as _check_counts, check_random_state, dense_rows, mean_var
+from ._utils import (
+    as_supported,
+    check_counts as _check_counts,
+    check_random_state,
+    dense_rows,
+    is_dask,
+    mean_var,
+    to_memory,
+)
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
 #: Fewer cells than this cannot give a validation set and a meaningful training set.
 MIN_CELLS = 20
+
+#: Cells per prediction chunk: bounds the dense working copies of a chunk (input, log input, outputs).
+PREDICT_ROWS = 2048
 
 #: Hyperparameters of the two presets. ``"paper"`` is the published method (Arisdakessian et al.
 #: 2019, and the authors' ``MultiNet`` class defaults); ``"default"`` is chosen by measurement
@@ -267,10 +278,16 @@ class DeepImpute:
         -------
         The fitted model (``self``).
         """
+        X, names = _matrix_and_names(data, layer, var_names)
+        _check_counts(X, strict=check_counts)  # dask input: its training cells are checked once read
+        return self._fit_matrix(
+            X, names, genes=genes, train_size=train_size, check_counts=check_counts, progress=progress
+        )
+
+    def _fit_matrix(self, X, names: pd.Index, *, genes, train_size, check_counts: bool, progress) -> DeepImpute:
+        """:meth:`fit` on a matrix whose in-memory values were already checked (callers check once)."""
         from ._backend import import_keras
 
-        X, names = _matrix_and_names(data, layer, var_names)
-        _check_counts(X, strict=check_counts)
         rng = check_random_state(self.random_state)
         p = self.params
         t0 = time.perf_counter()
@@ -284,6 +301,9 @@ class DeepImpute:
             )
             raise ValueError(msg)
         Xfit = X[cells] if cells.size < X.shape[0] else X
+        if is_dask(Xfit):  # out of core: only the training cells are read into memory
+            Xfit = to_memory(Xfit)
+            _check_counts(Xfit, strict=check_counts, what="the training cells")
         mean, var = mean_var(Xfit)
         gene_idx = None if genes is None else _gene_indices(names, genes)
         split = split_targets(
@@ -319,8 +339,10 @@ class DeepImpute:
         self.library_mean_ = float(log_library.mean())
         covariates = (log_library - self.library_mean_)[:, None] if p["library_size"] else None
 
+        logged_rows = _logged_rows(Xfit, layout.columns)
+
         def load_rows(rows):
-            return _log_batch(Xfit, rows, layout, None if covariates is None else covariates[rows])
+            return _batch(logged_rows(rows), layout, None if covariates is None else covariates[rows])
 
         if progress is None:
             progress = logg.verbosity() >= 1
@@ -412,35 +434,37 @@ class DeepImpute:
         X, names = _matrix_and_names(data, layer, var_names)
         if not names.equals(self.var_names_):
             return self._impute_transfer(X, names, policy=policy, fills=fills)
-        from ._training import CHUNK_ROWS
-
         layout = self.layout_
         n_blocks, width = layout.outputs.shape
         valid = (layout.outputs != layout.pad).ravel()
         target_genes = layout.columns[layout.outputs.ravel()[valid]]
         out = {f: np.empty(X.shape, dtype=np.float32) for f in fills}
-        for start in range(0, X.shape[0], CHUNK_ROWS):
-            rows = np.arange(start, min(start + CHUNK_ROWS, X.shape[0]))
-            raw = dense_rows(X, rows)
+        for start in range(0, X.shape[0], PREDICT_ROWS):
+            stop = min(start + PREDICT_ROWS, X.shape[0])
+            raw = dense_rows(X, slice(start, stop))
             covariates = None
             if self.params["library_size"]:
                 covariates = np.log1p(raw.sum(axis=1, dtype=np.float64))[:, None] - self.library_mean_
-            value, prob = self._trainer.predict(_log_batch(raw, None, layout, covariates))
-            value = value.reshape(rows.size, n_blocks * width)[:, valid]
-            prob = prob.reshape(rows.size, n_blocks * width)[:, valid]
+            logged = raw[:, layout.columns]
+            np.log1p(logged, out=logged)
+            value, prob = self._trainer.predict(_batch(logged, layout, covariates))
+            value = value.reshape(stop - start, n_blocks * width)[:, valid]
             # the original's overflow guard: absurd log values (or NaN) are dropped to 0
             value[~(value <= 2 * self.log_max_)] = 0.0
             detected = np.expm1(value)
             observed = raw[:, target_genes]
             for f in fills:
-                estimate = detected if f == "detected" else prob * detected
+                if f == "detected":
+                    estimate = detected
+                else:
+                    estimate = prob.reshape(stop - start, n_blocks * width)[:, valid] * detected
                 if policy == "restore":
                     estimate = np.where(observed > 0, observed, estimate)
                 elif policy == "max":
                     estimate = np.maximum(observed, estimate)
-                block = raw.copy() if len(fills) > 1 else raw
+                block = out[f][start:stop]  # a view: write in place, no per-fill copy of the chunk
+                block[:] = raw
                 block[:, target_genes] = estimate
-                out[f][rows] = block
         return out
 
     #: Largest fraction of the model's input genes that may be missing from new data.
@@ -584,27 +608,26 @@ def _log_library(X) -> np.ndarray:
     return np.log1p(np.asarray(X.sum(axis=1), dtype=np.float64).ravel())
 
 
-def _log_batch(X, rows, layout, covariates: np.ndarray | None) -> np.ndarray:
+def _logged_rows(X, columns: np.ndarray):
+    """A function ``rows -> log1p(X[rows][:, columns])`` (dense float32) for the training loop.
+
+    Sparse input is column-selected and log1p'ed once (on its stored values: zeros stay zero), so each
+    epoch only densifies rows; dense input is logged per batch, to avoid a second full dense copy.
+    """
+    if sparse.issparse(X):
+        sub = X.tocsr()[:, columns].astype(np.float32)
+        np.log1p(sub.data, out=sub.data)
+        return lambda rows: sub[rows].toarray()
+    return lambda rows: np.log1p(dense_rows(X, rows, columns))
+
+
+def _batch(logged: np.ndarray, layout, covariates: np.ndarray | None) -> np.ndarray:
     """One batch for the network: log1p counts of ``layout.columns``, covariates, then the zero padding column."""
-    out = np.zeros((X.shape[0] if rows is None else rows.size, layout.width), dtype=np.float32)
-    out[:, : layout.columns.size] = np.log1p(dense_rows(X, rows, layout.columns))
+    out = np.zeros((logged.shape[0], layout.width), dtype=np.float32)
+    out[:, : layout.columns.size] = logged
     if covariates is not None:
         out[:, layout.columns.size : layout.pad] = covariates
     return out
-
-
-def _principal_axes(X, columns: np.ndarray, n_pcs: int, rng: np.random.Generator, max_cells: int = 10_000):
-    """Mean and principal axes of log1p counts of ``columns``, axes scaled so that scores have unit variance."""
-    from sklearn.utils.extmath import randomized_svd
-
-    rows = np.sort(rng.choice(X.shape[0], size=min(max_cells, X.shape[0]), replace=False))
-    data = np.log1p(dense_rows(X, rows, columns))
-    mean = data.mean(axis=0)
-    n = min(n_pcs, min(data.shape) - 1)
-    _, s, vt = randomized_svd(data - mean, n, random_state=int(rng.integers(2**31 - 1)))
-    loadings = np.zeros((columns.size, n_pcs), np.float32)
-    loadings[:, :n] = vt.T / (s / np.sqrt(rows.size))
-    return mean, loadings
 
 
 def _trainer(net, params: dict):

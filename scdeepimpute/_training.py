@@ -99,9 +99,7 @@ class Trainer:
         def predict_chunk(data):
             x, _ = net.gather(data)
             value, logits = net(x, training=False)
-            if logits is None:
-                return value, tf.ones_like(value)
-            return value, tf.sigmoid(logits)
+            return (value,) if logits is None else (value, tf.sigmoid(logits))
 
         self._train_chunk = train_chunk
         self._eval_chunk = eval_chunk
@@ -176,10 +174,10 @@ class Trainer:
                 v.assign(keep)
         return history
 
-    def predict(self, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Value (log1p) and detection probability, each (cells, blocks, targets per block)."""
-        value, prob = self._predict_chunk(data)
-        return np.transpose(value.numpy(), (1, 0, 2)), np.transpose(prob.numpy(), (1, 0, 2))
+    def predict(self, data: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Value (log1p) and detection probability (``None`` without a detection head), each (cells, blocks, targets)."""
+        outputs = [np.transpose(o.numpy(), (1, 0, 2)) for o in self._predict_chunk(data)]
+        return outputs[0], (outputs[1] if len(outputs) > 1 else None)
 
 
 def _progress(total: int, enabled: bool):

@@ -50,6 +50,16 @@ def as_supported(X):
     return np.asarray(X)
 
 
+def to_memory(X):
+    """Compute a dask array and return it as numpy or CSR/CSC (what the in-memory code accepts)."""
+    value = X.compute() if is_dask(X) else X
+    if hasattr(value, "get"):  # cupy
+        value = value.get()
+    if hasattr(value, "to_scipy_sparse"):  # pydata/sparse
+        value = value.to_scipy_sparse()
+    return as_supported(value)
+
+
 def _values(X) -> np.ndarray:
     """The stored values of ``X``: ``.data`` for sparse input, the whole array otherwise."""
     return X.data if sparse.issparse(X) else X

@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 from .. import _logging as logg
-from .._model import DeepImpute, Fill, Policy, _training_cells
-from .._utils import as_supported, check_random_state, get_matrix, is_dask
+from .._model import DeepImpute, Fill, Policy
+from .._utils import as_supported, get_matrix, is_dask, to_memory
 from .._utils import check_counts as _check_counts
 
 if TYPE_CHECKING:
@@ -78,16 +78,6 @@ def _dask_matrix_and_names(data, layer: str | None, var_names) -> tuple[da.Array
     return X, names
 
 
-def to_memory(X):
-    """Compute a dask array and return it as numpy or CSR/CSC (what the in-memory code accepts)."""
-    value = X.compute() if is_dask(X) else X
-    if hasattr(value, "get"):  # cupy
-        value = value.get()
-    if hasattr(value, "to_scipy_sparse"):  # pydata/sparse
-        value = value.to_scipy_sparse()
-    return as_supported(value)
-
-
 # --------------------------------------------------------------------------- fit
 def fit(
     model: DeepImpute,
@@ -102,12 +92,9 @@ def fit(
 ) -> DeepImpute:
     """Fit ``model`` on dask-backed counts by reading its training cells into memory.
 
-    The ``train_size`` cells are drawn exactly as :meth:`DeepImpute.fit` draws them (same seed, same
-    cells), read block by block, and the model is fitted on that in-memory subsample; everything the
-    fit computes (gene statistics, correlations, library sizes) comes from those cells, as in memory.
-    With ``train_size=None`` all cells are read and the fit is identical to the in-memory one. With a
-    ``train_size``, the cells are the same but the random stream after the draw differs, so the
-    result equals ``model.fit(X[cells])`` rather than ``model.fit(X, train_size=...)`` bit for bit.
+    :meth:`DeepImpute.fit` draws the ``train_size`` cells, reads only those into memory and fits on
+    them; everything the fit computes (gene statistics, correlations, library sizes) comes from those
+    cells, and the result is identical to ``model.fit`` on the same data in memory.
 
     Parameters
     ----------
@@ -126,14 +113,7 @@ def fit(
     The fitted ``model``.
     """
     X, names = _dask_matrix_and_names(data, layer, var_names)
-    cells = _training_cells(X.shape[0], train_size, check_random_state(model.random_state))
-    start = logg.info(f"    reading {cells.size} of {X.shape[0]} cells into memory for training")
-    sample = to_memory(X[cells] if cells.size < X.shape[0] else X)
-    logg.info("    read", time=start)
-    _check_counts(sample, strict=check_counts, what="the training cells")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # checked just above
-        return model.fit(sample, var_names=names, genes=genes, progress=progress)
+    return model.fit(X, var_names=names, genes=genes, train_size=train_size, check_counts=check_counts, progress=progress)
 
 
 # --------------------------------------------------------------------------- predict
