@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import _logging as logg
-from ._model import DeepImpute, Policy
+from ._model import HYPERPARAMETERS, DeepImpute, Policy
 from ._utils import as_supported, check_counts as _check_counts, get_matrix, is_dask
 
 if TYPE_CHECKING:
@@ -124,6 +124,7 @@ def deepimpute(  # noqa: PLR0913
     >>> sdi.pp.deepimpute(adata, max_epochs=5)  # doctest: +SKIP
     >>> sc.pp.normalize_total(adata, layer="imputed")  # doctest: +SKIP
     """
+    hyperparameters = {k: v for k, v in locals().items() if k in HYPERPARAMETERS}  # first: only the arguments
     start = logg.info("running DeepImpute")
     t0 = time.perf_counter()
     X = as_supported(get_matrix(adata, layer))
@@ -138,25 +139,7 @@ def deepimpute(  # noqa: PLR0913
     set_threads(n_jobs)
     pretrained = model is not None
     if model is None:
-        model = DeepImpute(
-            preset=preset,
-            min_vmr=min_vmr,
-            subset_size=subset_size,
-            n_predictors=n_predictors,
-            hidden_units=hidden_units,
-            dropout_rate=dropout_rate,
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            max_epochs=max_epochs,
-            patience=patience,
-            validation_fraction=validation_fraction,
-            restore_best_weights=restore_best_weights,
-            detection_head=detection_head,
-            library_size=library_size,
-            value_loss=value_loss,
-            n_pcs=n_pcs,
-            random_state=random_state,
-        )
+        model = DeepImpute(preset=preset, random_state=random_state, **hyperparameters)
         if is_dask(X):  # validates the chunking; only the training cells are read (and checked)
             from .experimental import fit as fit_dask
 

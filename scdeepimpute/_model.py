@@ -74,6 +74,9 @@ PRESETS: dict[str, dict] = {
     },
 }
 
+#: Names of the hyperparameters (the keys of every preset).
+HYPERPARAMETERS = tuple(PRESETS["default"])
+
 Policy = Literal["restore", "all", "max"]
 #: What fills a zero: ``"expected"`` = P(detected) x value-if-detected, ``"detected"`` = value-if-detected.
 Fill = Literal["expected", "detected"]
@@ -220,26 +223,8 @@ class DeepImpute:
         random_state: int = 0,
     ):
         self.preset = preset
-        self.params = _hyperparameters(
-            preset,
-            {
-                "min_vmr": min_vmr,
-                "subset_size": subset_size,
-                "n_predictors": n_predictors,
-                "hidden_units": hidden_units,
-                "dropout_rate": dropout_rate,
-                "learning_rate": learning_rate,
-                "batch_size": batch_size,
-                "max_epochs": max_epochs,
-                "patience": patience,
-                "validation_fraction": validation_fraction,
-                "restore_best_weights": restore_best_weights,
-                "detection_head": detection_head,
-                "library_size": library_size,
-                "value_loss": value_loss,
-                "n_pcs": n_pcs,
-            },
-        )
+        # every keyword except preset/random_state is a hyperparameter (None: take the preset's value)
+        self.params = _hyperparameters(preset, {k: v for k, v in locals().items() if k in HYPERPARAMETERS})
         self.random_state = int(random_state)
         self.network_ = None
 
