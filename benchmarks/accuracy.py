@@ -64,31 +64,25 @@ def load(name: str) -> tuple[ad.AnnData, str | None]:
 def run_dataset(name: str, seeds: int) -> pd.DataFrame:
     a, labels = load(name)
     sdi.tl.mask(a, random_state=0)
-    methods = {"none": "none", "nzmean": "nzmean", "knn": "knn", "magic": "magic"}
-    frames = [sdi.tl.compare(a, methods=methods, mask_key="masked", labels_key=labels, de=False, dataset=name, on_error="warn")]
-    for seed in range(seeds):
+    # (methods, per-method keywords, seed): peers once, scdeepimpute's default preset per seed, the paper preset once
+    runs = [({"none": "none", "nzmean": "nzmean", "knn": "knn", "magic": "magic"}, None, 0)]
+    runs += [({"deepimpute": "deepimpute"}, {"deepimpute": {"output": "both"}}, seed) for seed in range(seeds)]
+    runs += [({"paper": "deepimpute"}, {"paper": {"preset": "paper"}}, 0)]
+    frames = []
+    for methods, kwargs, seed in runs:
         df = sdi.tl.compare(
             a,
-            methods={"deepimpute": "deepimpute"},
-            method_kwargs={"deepimpute": {"output": "both"}},
+            methods=methods,
+            method_kwargs=kwargs,
             mask_key="masked",
             labels_key=labels,
             de=False,
             random_state=seed,
             dataset=name,
+            on_error="warn",
         )
-        df["seed"] = seed
+        df["seed"] = seed if "deepimpute" in methods else np.nan
         frames.append(df)
-    paper = sdi.tl.compare(
-        a,
-        methods={"paper": "deepimpute"},
-        method_kwargs={"paper": {"preset": "paper"}},
-        mask_key="masked",
-        labels_key=labels,
-        de=False,
-        dataset=name,
-    )
-    frames.append(paper)
     out = pd.concat(frames, ignore_index=True)
     if "true_counts" in a.layers:
         out = pd.concat([out, _all_entries(a, seeds)], ignore_index=True)
