@@ -53,7 +53,6 @@ PRESETS: dict[str, dict] = {
         "detection_head": False,
         "library_size": False,
         "value_loss": "weighted",
-        "n_pcs": 0,
     },
     "default": {
         "min_vmr": 0.0,
@@ -70,7 +69,6 @@ PRESETS: dict[str, dict] = {
         "detection_head": True,
         "library_size": True,
         "value_loss": "nonzero",
-        "n_pcs": 0,
     },
 }
 
@@ -107,7 +105,6 @@ def _validate_hyperparameters(p: dict) -> None:
         ("validation_fraction", 0 < p["validation_fraction"] < 1),
         ("min_vmr", p["min_vmr"] >= 0),
         ("value_loss", p["value_loss"] in ("weighted", "nonzero")),
-        ("n_pcs", p["n_pcs"] >= 0),
     ]
     for name, ok in checks:
         if not ok:
@@ -187,9 +184,6 @@ class DeepImpute:
         Give every block the cell's centred log library size as an extra input.
     value_loss
         ``"weighted"``: the paper's ``y * (y - y_hat)^2``; ``"nonzero"``: ``(y - y_hat)^2`` on detected entries.
-    n_pcs
-        Also give each block this many principal-component scores of the cell (log1p counts),
-        computed without that block's own targets; 0 disables.
     random_state
         Seed for the block split, the validation split, weight initialisation, shuffling and dropout.
 
@@ -219,7 +213,6 @@ class DeepImpute:
         detection_head: bool | None = None,
         library_size: bool | None = None,
         value_loss: Literal["weighted", "nonzero"] | None = None,
-        n_pcs: int | None = None,
         random_state: int = 0,
     ):
         self.preset = preset
@@ -312,11 +305,8 @@ class DeepImpute:
             dropout_rate=p["dropout_rate"],
             detection_head=p["detection_head"],
             seed=self.random_state,
-            n_pcs=p["n_pcs"],
         )
         trainer = _trainer(net, p)
-        if p["n_pcs"]:
-            net.set_pca(*_principal_axes(Xfit, layout.columns, p["n_pcs"], rng))
         order = rng.permutation(cells.size)
         val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
         log_max = float(np.log1p(_max_value(Xfit)))
@@ -539,7 +529,6 @@ class DeepImpute:
             dropout_rate=p["dropout_rate"],
             detection_head=p["detection_head"],
             seed=config["random_state"],
-            n_pcs=p["n_pcs"],
         )
         model._trainer = _trainer(model.network_, p)
         model.network_.load_weights(path / "model.weights.h5")

@@ -81,12 +81,10 @@ class FusedBlocks(keras.Model):
         dropout_rate: float,
         detection_head: bool,
         seed: int,
-        n_pcs: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.layout = layout
-        self.n_pcs = n_pcs
         self.hidden_units = hidden_units
         self.dropout_rate = dropout_rate
         self.detection_head = detection_head
@@ -108,10 +106,7 @@ class FusedBlocks(keras.Model):
             limit = np.sqrt(6.0 / (fan_in + fan_out)).astype(np.float32)
             return rng.uniform(-1.0, 1.0, size=shape).astype(np.float32) * limit.reshape(-1, 1, 1)
 
-        # cell-state scores (see ``gather``) follow the gene inputs of every block
-        in_mask = np.concatenate([in_mask, np.ones((K, self.n_pcs), np.float32)], axis=1)
-        P += self.n_pcs
-        w1 = glorot(self.layout.n_inputs + self.n_pcs, H, (K, P, H)) * in_mask[:, :, None]
+        w1 = glorot(self.layout.n_inputs, H, (K, P, H)) * in_mask[:, :, None]
         w2 = glorot(H, self.layout.n_outputs, (K, H, S)) * out_mask[:, None, :]
         self.w1 = self.add_weight(shape=(K, P, H), initializer="zeros", name="w1")
         self.b1 = self.add_weight(shape=(K, H), initializer="zeros", name="b1")
@@ -124,40 +119,14 @@ class FusedBlocks(keras.Model):
             self.wd = self.add_weight(shape=(K, H, S), initializer="zeros", name="wd")
             self.bd = self.add_weight(shape=(K, S), initializer="zeros", name="bd")
             self.wd.assign(wd)
-        if self.n_pcs:
-            width = self.layout.width
-            self.pc_mean = self.add_weight(shape=(width,), initializer="zeros", trainable=False, name="pc_mean")
-            self.pc_loadings = self.add_weight(
-                shape=(width, self.n_pcs), initializer="zeros", trainable=False, name="pc_loadings"
-            )
         self.output_mask = tf.constant(out_mask)
         super().build(input_shape)
 
-    def set_pca(self, mean: np.ndarray, loadings: np.ndarray) -> None:
-        """Set the principal axes (over ``layout.columns``, already divided by the scores' sd)."""
-        C = len(self.layout.columns)
-        m = np.zeros(self.layout.width, np.float32)
-        v = np.zeros((self.layout.width, self.n_pcs), np.float32)
-        m[:C], v[:C] = mean, loadings
-        self.pc_mean.assign(m)
-        self.pc_loadings.assign(v)
-
     def gather(self, batch):
-        """Split a dense (cells, width) batch into block inputs (K, B, P) and targets (K, B, S).
-
-        With ``n_pcs``, each block also gets the cell's principal-component scores computed
-        *without its own target genes* (the targets' share of the projection is subtracted), so
-        no block sees the observed values of the genes it predicts.
-        """
+        """Split a dense (cells, width) batch into block inputs (K, B, P) and targets (K, B, S)."""
         t = tf.transpose(batch)
         x = tf.transpose(tf.gather(t, self._inputs), (0, 2, 1))
         y = tf.transpose(tf.gather(t, self._outputs), (0, 2, 1))
-        if self.n_pcs:
-            centred = batch - self.pc_mean
-            scores = tf.matmul(centred, self.pc_loadings)  # (B, n)
-            own = tf.gather(self.pc_loadings, self._outputs)  # (K, S, n), zero rows for padding
-            own_centred = y - tf.gather(self.pc_mean, self._outputs)[:, None, :]
-            x = tf.concat([x, scores[None] - tf.matmul(own_centred, own)], axis=2)
         return x, y
 
     def call(self, x, training=False):
