@@ -36,7 +36,7 @@ PREDICT_ROWS = 2048
 
 #: Hyperparameters of the two presets. ``"paper"`` is the published method (Arisdakessian et al.
 #: 2019, and the authors' ``MultiNet`` class defaults); ``"default"`` is chosen by measurement
-#: (benchmarks/RESULTS.md): it imputes every gene with signal and adds a detection head.
+#: (benchmarks/RESULTS_accuracy.md): it imputes every gene with signal and adds a detection head.
 PRESETS: dict[str, dict] = {
     "paper": {
         "min_vmr": 0.5,
@@ -144,7 +144,7 @@ class DeepImpute:
         The published method: genes with ``var/(1+mean) > 0.5``, Adam at 1e-4, batch 64, patience
         5, last-epoch weights, one output head.
     ``preset="default"``
-        Chosen by measurement on the masked-value benchmark (``benchmarks/RESULTS.md``): every gene
+        Chosen by measurement on the masked-value benchmark (``benchmarks/RESULTS_accuracy.md``): every gene
         with non-zero variance is a target (``min_vmr=0``), Adam at 1e-3 with batch 256 (as
         accurate, several times fewer steps), each block restored to its best validation epoch,
         the cell's log library size as an extra input, an unweighted squared error on detected
