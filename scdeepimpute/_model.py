@@ -79,7 +79,8 @@ Policy = Literal["restore", "all", "max"]
 #: What fills a zero: ``"expected"`` = P(detected) x value-if-detected, ``"detected"`` = value-if-detected.
 Fill = Literal["expected", "detected"]
 
-_FORMAT_VERSION = 1
+#: Saved-model format; 2 added ``zero_fraction`` (needed by ``fill="detected"`` with a detection head).
+_FORMAT_VERSION = 2
 
 
 def _hyperparameters(preset: str, overrides: dict) -> dict:
@@ -152,6 +153,11 @@ class DeepImpute:
         cross-entropy on ``y > 0``) beside the value head. Zeros can then be filled either by the value-if-detected (``fill="detected"``, the
         paper's semantics, best for recovering dropped values) or by the expected value
         P(detected) x value (``fill="expected"``, which keeps clustering at least as good as raw).
+        With a detection head the value-if-detected also uses the detection probability p: the
+        value head v is averaged, per gene, with the level p implies through a Poisson link,
+        weighted by the gene's zero fraction z in the training cells,
+        ``(1 - z) v + z E[log1p X | X > 0; lambda = -log(1 - p)]`` (v rests on the gene's few detected
+        cells, p on all cells; see :func:`~scdeepimpute._network.value_if_detected`).
 
     Deviations from the authors' code (see CHANGELOG): the last block is completed with the next-
     ranked genes (never an extra block of random genes drawn with replacement); fewer than
@@ -283,6 +289,7 @@ class DeepImpute:
             Xfit = to_memory(Xfit)
             _check_counts(Xfit, strict=check_counts, what="the training cells")
         mean, var = mean_var(Xfit)
+        zero_fraction = 1.0 - _detected_fraction(Xfit)
         gene_idx = None if genes is None else _gene_indices(names, genes)
         split = split_targets(
             mean, var, min_vmr=p["min_vmr"], subset_size=p["subset_size"], genes=gene_idx, rng=rng
@@ -340,6 +347,7 @@ class DeepImpute:
         self._trainer = trainer
         self.history_ = history
         self.log_max_ = log_max
+        self.zero_fraction_ = zero_fraction
         self.n_cells_fit_ = int(cells.size)
         self.fit_time_ = time.perf_counter() - t0
         return self
@@ -395,6 +403,8 @@ class DeepImpute:
         fills: Sequence[Fill] = ("expected", "detected"),
     ) -> dict[str, np.ndarray]:
         """Like :meth:`predict`, for several fills computed in one pass; returns ``{fill: matrix}``."""
+        from ._network import value_if_detected
+
         self._check_fitted()
         if policy not in ("restore", "all", "max"):
             msg = f"unknown policy {policy!r}; use 'restore', 'all' or 'max'."
@@ -426,13 +436,15 @@ class DeepImpute:
             value = value.reshape(stop - start, n_blocks * width)[:, valid]
             # the original's overflow guard: absurd log values (or NaN) are dropped to 0
             value[~(value <= 2 * self.log_max_)] = 0.0
-            detected = np.expm1(value)
+            if prob is None:  # one head (paper): the value head alone
+                detected = np.expm1(value)
+            else:  # value head and the detection head's Poisson-link level, weighted by the gene's zero fraction
+                prob = prob.reshape(stop - start, n_blocks * width)[:, valid]
+                detected = np.expm1(value_if_detected(value, prob, self.zero_fraction_[target_genes]))
             observed = raw[:, target_genes]
             for f in fills:
-                if f == "detected":
-                    estimate = detected
-                else:
-                    estimate = prob.reshape(stop - start, n_blocks * width)[:, valid] * detected
+                # "expected" = P(detected) x value-if-detected, so it never exceeds the "detected" fill
+                estimate = detected if f == "detected" else prob * detected
                 if policy == "restore":
                     estimate = np.where(observed > 0, observed, estimate)
                 elif policy == "max":
@@ -499,6 +511,7 @@ class DeepImpute:
             "predictors": [q.tolist() for q in self.predictors_],
             "selected": self.selected_.tolist(),
             "log_max": self.log_max_,
+            "zero_fraction": self.zero_fraction_.tolist(),
             "library_mean": self.library_mean_,
             "n_cells_fit": self.n_cells_fit_,
             "history": {k: np.asarray(v).tolist() for k, v in self.history_.to_dict().items()},
@@ -514,7 +527,11 @@ class DeepImpute:
         path = Path(path)
         config = json.loads((path / "config.json").read_text())
         if config.get("format_version") != _FORMAT_VERSION:
-            msg = f"{path} holds model format {config.get('format_version')}, this version reads {_FORMAT_VERSION}."
+            msg = (
+                f"{path} holds model format {config.get('format_version')}, this version reads {_FORMAT_VERSION}"
+                " (format 2 stores each gene's zero fraction, used by fill='detected'); refit the model"
+                " with this version and save it again."
+            )
             raise ValueError(msg)
         p = config["params"]
         model = cls(preset=config["preset"], random_state=config["random_state"], **p)
@@ -536,6 +553,7 @@ class DeepImpute:
         model.history_ = History(loss=h["loss"], val_loss=h["val_loss"], best_epoch=np.asarray(h["best_epoch"]))
         model.history_.stopped_epoch = h["epochs"]
         model.log_max_ = config["log_max"]
+        model.zero_fraction_ = np.asarray(config["zero_fraction"], dtype=np.float64)
         model.library_mean_ = config["library_mean"]
         model.n_cells_fit_ = config["n_cells_fit"]
         return model
@@ -569,6 +587,15 @@ def _gene_indices(names: pd.Index, genes: Sequence[str]) -> np.ndarray:
         msg = "var_names are not unique; call adata.var_names_make_unique() before selecting genes by name."
         raise ValueError(msg)
     return names.get_indexer(genes.unique())
+
+
+def _detected_fraction(X) -> np.ndarray:
+    """Per-gene fraction of cells with a count > 0 (float64), dense or sparse, in row chunks."""
+    count = np.zeros(X.shape[1], dtype=np.float64)
+    for start in range(0, X.shape[0], PREDICT_ROWS):
+        block = X[start : start + PREDICT_ROWS]
+        count += np.asarray((block > 0).sum(axis=0), dtype=np.float64).ravel()
+    return count / max(X.shape[0], 1)
 
 
 def _max_value(X) -> float:

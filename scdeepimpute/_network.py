@@ -164,3 +164,81 @@ def block_losses(
     detected = tf.cast(y > 0, y.dtype)
     bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=detected, logits=logits)
     return value_term + detection_weight * tf.reduce_sum(mask * bce, axis=(1, 2)) / denom
+
+
+#: Detection probabilities are clipped to [0, 1 - P_MAX_GAP] before the Poisson link (lambda <= 13.8).
+P_MAX_GAP = 1e-6
+_LAMBDA_GRID = np.geomspace(1e-6, -np.log(P_MAX_GAP), 1024)
+_LOG1P_IF_DETECTED = None
+
+
+def _poisson_table() -> np.ndarray:
+    """E[log1p X | X > 0] for X ~ Poisson(lambda) on ``_LAMBDA_GRID`` (sum over k = 1..200; lambda <= 13.8)."""
+    from scipy.special import gammaln
+
+    k = np.arange(1, 201, dtype=np.float64)
+    lam = _LAMBDA_GRID[:, None]
+    pmf = np.exp(k * np.log(lam) - lam - gammaln(k + 1))
+    return (pmf * np.log1p(k)).sum(axis=1) / -np.expm1(-_LAMBDA_GRID)
+
+
+def poisson_log1p_if_detected(p: np.ndarray) -> np.ndarray:
+    """The log1p count a gene has when detected, from its detection probability alone (Poisson link).
+
+    With X ~ Poisson(lambda) and P(X > 0) = p, lambda = -log(1 - p); returns E[log1p X | X > 0]
+    (``log 2`` as p -> 0, growing with p). p is clipped to ``1 - P_MAX_GAP``; the expectation is read
+    from a table on a log-lambda grid (linear interpolation; error below 1e-4).
+
+    Parameters
+    ----------
+    p
+        Detection probabilities, any shape.
+
+    Returns
+    -------
+    float32 array of the same shape.
+    """
+    global _LOG1P_IF_DETECTED  # noqa: PLW0603 - built once, on first use
+    if _LOG1P_IF_DETECTED is None:
+        _LOG1P_IF_DETECTED = _poisson_table()
+    # float32 working copies: this runs on every predicted chunk, and the dask path bounds its memory
+    x = np.array(p, dtype=np.float32)  # a copy, worked on in place
+    np.clip(x, 0.0, np.float32(1.0 - P_MAX_GAP), out=x)
+    np.negative(x, out=x)
+    np.log1p(x, out=x)
+    np.negative(x, out=x)  # lambda = -log(1 - p)
+    with np.errstate(divide="ignore"):
+        np.log(x, out=x)  # lambda = 0 -> -inf -> the table's first value (the p -> 0 limit, log 2)
+    return np.interp(x, np.log(_LAMBDA_GRID), _LOG1P_IF_DETECTED).astype(np.float32)
+
+
+def value_if_detected(value: np.ndarray, p: np.ndarray, zero_fraction: np.ndarray) -> np.ndarray:
+    """Combine the value head with the value implied by the detection head, per gene (log1p scale).
+
+    The value head ``value`` is trained on detected entries only, so for a gene detected in few cells it
+    rests on few examples and is noisy; the detection head is trained on every cell, and through a
+    Poisson link (:func:`poisson_log1p_if_detected`) its probability ``p`` also implies a detected
+    level. That implied level is informative where the gene has zeros and says nothing for a gene
+    detected everywhere (p -> 1), so the two are weighted by the gene's zero fraction ``z`` in the
+    training cells: ``(1 - z) * value + z * poisson_log1p_if_detected(p)``. Measured on the masked
+    benchmark (``benchmarks/experiments/pois_weighting.py``): the weight ``z`` raised masked Pearson and
+    lowered masked MSE on all seven public datasets, without a tuned constant.
+
+    Parameters
+    ----------
+    value
+        Value head output (log1p), cells x genes.
+    p
+        Detection probabilities, same shape.
+    zero_fraction
+        Per gene (last axis) fraction of training cells where the gene was zero.
+
+    Returns
+    -------
+    float32 array (log1p), same shape as ``value``.
+    """
+    z = np.asarray(zero_fraction, dtype=np.float32)
+    out = poisson_log1p_if_detected(p)
+    out *= z
+    out += (1.0 - z) * np.asarray(value, dtype=np.float32)
+    return out

@@ -172,6 +172,46 @@ def test_save_load_roundtrip(tmp_path):
     np.testing.assert_array_equal(loaded.targets_, model.targets_)
     np.testing.assert_array_equal(loaded.predict(X, var_names=names), model.predict(X, var_names=names))
     assert (tmp_path / "m" / "config.json").exists()
+    for fill in ("expected", "detected"):
+        np.testing.assert_array_equal(
+            loaded.predict(X, var_names=names, fill=fill), model.predict(X, var_names=names, fill=fill)
+        )
+    np.testing.assert_array_equal(loaded.zero_fraction_, model.zero_fraction_)
+
+
+def test_load_rejects_old_format(tmp_path):
+    import json
+
+    X = make_counts(60, 20, seed=9)
+    sdi.DeepImpute(**FAST).fit(X).save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["format_version"] = 1
+    del config["zero_fraction"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="model format 1.*refit"):
+        sdi.DeepImpute.load(tmp_path / "m")
+
+
+def test_detected_fill_combines_value_head_and_poisson_link():
+    """fill='detected' = expm1((1 - z) v + z * poisson_link(p)), z the gene's zero fraction in the fit data.
+
+    With z forced to 0 the detected fill is the value head alone, expm1(v); ``expected`` / ``detected`` is p.
+    """
+    from scdeepimpute._network import poisson_log1p_if_detected
+
+    X = make_counts(120, 30, seed=13)
+    model = sdi.DeepImpute(**FAST).fit(X)
+    np.testing.assert_allclose(model.zero_fraction_, (X == 0).mean(axis=0))
+    out = model.impute(X, policy="all")
+    z = model.zero_fraction_.copy()
+    model.zero_fraction_ = np.zeros_like(z)
+    value_only = model.impute(X, policy="all", fills=("detected",))["detected"]
+    t = np.sort(np.concatenate(model.blocks_))
+    p = out["expected"][:, t] / out["detected"][:, t]
+    v = np.log1p(value_only[:, t].astype(np.float64))
+    want = np.expm1((1 - z[t]) * v + z[t] * poisson_log1p_if_detected(p))
+    np.testing.assert_allclose(out["detected"][:, t], want, rtol=2e-4, atol=1e-5)
+    assert np.abs(out["detected"][:, t] - value_only[:, t]).max() > 1e-3  # the link changes the fill
 
 
 def test_unfitted_and_misaligned_model_errors():

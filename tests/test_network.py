@@ -65,3 +65,29 @@ def test_padding_weights_start_at_zero(net):
     assert np.all(w1[1, 2:, :] == 0)  # block 1 has 2 real inputs
     w2 = net.w2.numpy()
     assert np.all(w2[1, :, 2:] == 0)  # and 2 real outputs
+
+
+def test_poisson_link_matches_direct_sum():
+    from scipy import stats
+
+    from scdeepimpute._network import poisson_log1p_if_detected
+
+    p = np.array([0.0, 1e-3, 0.1, 0.5, 0.9, 0.999])
+    got = poisson_log1p_if_detected(p)
+    lam = -np.log1p(-p[1:])
+    k = np.arange(1, 400)
+    want = (stats.poisson.pmf(k[None], lam[:, None]) * np.log1p(k)).sum(1) / (1 - np.exp(-lam))
+    np.testing.assert_allclose(got[1:], want, atol=1e-4)
+    assert got[0] == pytest.approx(np.log(2), abs=1e-5)  # p -> 0: a detected gene has one count
+    assert np.all(np.diff(got) > 0)
+    assert poisson_log1p_if_detected(np.array([1.0]))[0] < np.log1p(20)  # p = 1 is clipped, finite
+
+
+def test_value_if_detected_weights_by_zero_fraction():
+    from scdeepimpute._network import poisson_log1p_if_detected, value_if_detected
+
+    v = np.array([[2.0, 2.0, 2.0]])
+    p = np.array([[0.3, 0.3, 0.3]])
+    out = value_if_detected(v, p, np.array([0.0, 0.5, 1.0]))
+    link = poisson_log1p_if_detected(p[0, 0])
+    np.testing.assert_allclose(out[0], [2.0, 1.0 + 0.5 * link, link], rtol=1e-5)
