@@ -94,35 +94,68 @@ def split_targets(
     return TargetBlocks(blocks=blocks, selected=np.sort(selected), filled=np.sort(filled))
 
 
-def _cross_products(X, cols: np.ndarray) -> np.ndarray:
-    """``X.T @ X[:, cols]`` (genes x len(cols), float64), accumulated over row chunks."""
-    out = np.zeros((X.shape[1], cols.size), dtype=np.float64)
-    for start in range(0, X.shape[0], _ROW_CHUNK):
-        rows = X[start : start + _ROW_CHUNK]
-        if sparse.issparse(rows):
-            rows = rows.tocsr().astype(np.float64)
-            out += rows.T @ rows[:, cols].toarray()
+#: Matrices with more non-zeros than this fraction are multiplied as dense float32 chunks: a
+#: multi-threaded BLAS product beats scipy's single-threaded sparse one from there on.
+DENSE_PRODUCT_DENSITY = 0.1
+
+#: Bytes of cross products accumulated at once; blocks are grouped to fit, so one pass over the
+#: rows serves a whole group and memory stays O(budget) rather than O(genes^2).
+CROSS_PRODUCT_BYTES = 2**28
+
+
+def _cross_products(X, groups: list[np.ndarray], mean: np.ndarray) -> tuple[list[np.ndarray], bool]:
+    """``X.T @ X[:, cols]`` for each ``cols`` in ``groups`` (genes x len(cols), float64), over row chunks.
+
+    Dense-enough data are centred first (``X - mean``) and multiplied in float32: centring keeps the
+    float32 products accurate (no cancellation in ``E[xy] - E[x]E[y]``). Returns the products and
+    whether they are centred.
+    """
+    n, n_genes = X.shape
+    density = X.nnz / max(n * n_genes, 1) if sparse.issparse(X) else 1.0
+    centred = density >= DENSE_PRODUCT_DENSITY
+    out = [np.zeros((n_genes, cols.size), dtype=np.float64) for cols in groups]
+    # chunk rows so that a dense copy of a chunk stays near 64 MB whatever the gene count
+    chunk = int(np.clip(2**24 // max(n_genes, 1), 64, _ROW_CHUNK))
+    mean32 = mean.astype(np.float32)
+    for start in range(0, n, chunk):
+        rows = X[start : start + chunk]
+        if centred:
+            rows = rows.toarray() if sparse.issparse(rows) else np.asarray(rows)
+            rows = rows.astype(np.float32) - mean32
+            for acc, cols in zip(out, groups, strict=True):
+                acc += rows.T @ rows[:, cols]
         else:
-            rows = np.asarray(rows, dtype=np.float64)
-            out += rows.T @ rows[:, cols]
-    return out
+            rows = sparse.csr_matrix(rows, dtype=np.float64)
+            for acc, cols in zip(out, groups, strict=True):
+                acc += rows.T @ rows[:, cols].toarray()
+    return out, centred
+
+
+def abs_correlations(X, blocks: list[np.ndarray], mean: np.ndarray, var: np.ndarray):
+    """|Pearson r| between each block's targets and every gene: yields one targets x genes array per block.
+
+    Computed from cross products in row chunks, a group of blocks per pass over the rows, so memory
+    is O(targets x genes) per block; constant genes get 0 (as the original's ``NaN -> 0``).
+    """
+    n, n_genes = X.shape
+    per_group = max(1, CROSS_PRODUCT_BYTES // (8 * n_genes * max(max(b.size for b in blocks), 1)))
+    sd = np.sqrt(var * (n - 1) / n)  # population sd to match the population covariance
+    for first in range(0, len(blocks), per_group):
+        group = blocks[first : first + per_group]
+        crosses, centred = _cross_products(X, group, mean)
+        for targets, cross in zip(group, crosses, strict=True):
+            cov = cross.T / n
+            if not centred:
+                cov -= np.outer(mean[targets], mean)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = np.abs(cov / np.outer(sd[targets], sd))
+            r[~np.isfinite(r)] = 0.0
+            yield np.minimum(r, 1.0)
 
 
 def abs_correlation(X, targets: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
-    """|Pearson r| between ``targets`` and every gene, on counts: a targets x genes array.
-
-    Computed from cross products in row chunks, so memory is O(targets x genes); constant genes
-    get 0 (as the original's ``NaN -> 0``).
-    """
-    n = X.shape[0]
-    cross = _cross_products(X, targets).T  # targets x genes
-    cov = cross / n - np.outer(mean[targets], mean)
-    sd = np.sqrt(var * (n - 1) / n)  # population sd to match the population covariance
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = cov / np.outer(sd[targets], sd)
-    r = np.abs(r)
-    r[~np.isfinite(r)] = 0.0
-    return np.minimum(r, 1.0)
+    """|Pearson r| between ``targets`` and every gene, on counts: a targets x genes array."""
+    return next(abs_correlations(X, [targets], mean, var))
 
 
 def top_predictors(corr: np.ndarray, allowed: np.ndarray, n_predictors: int) -> np.ndarray:
@@ -149,8 +182,7 @@ def select_predictors(
     """Input genes of every block: each target's top ``n_predictors`` |r| genes, never a target of the same block."""
     candidates = np.flatnonzero(var > 0)
     predictors = []
-    for block in blocks:
-        corr = abs_correlation(X, block, mean, var)
+    for block, corr in zip(blocks, abs_correlations(X, blocks, mean, var), strict=True):
         allowed = candidates[~np.isin(candidates, block)]
         predictors.append(top_predictors(corr, allowed, n_predictors))
     return predictors

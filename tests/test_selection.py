@@ -88,17 +88,42 @@ def test_split_targets_user_genes_and_errors():
 
 
 @pytest.mark.parametrize("fmt", ["dense", "csr"])
-def test_abs_correlation_matches_corrcoef(fmt):
+@pytest.mark.parametrize(
+    ("density_threshold", "atol"),
+    # float64 sparse products are exact to rounding; the dense path multiplies centred float32
+    # values (7 significant digits; uncentred float32 products are off by up to 0.97 on column 7)
+    [(2.0, 1e-10), (0.0, 1e-5)],
+    ids=["sparse-float64", "dense-float32"],
+)
+def test_abs_correlation_matches_corrcoef(fmt, density_threshold, atol, monkeypatch):
+    from scdeepimpute import _selection
+
+    monkeypatch.setattr(_selection, "DENSE_PRODUCT_DENSITY", density_threshold)
     X = make_counts(70, 25, seed=4)
     X[:, 6] = 0  # constant: correlation 0 like the original's NaN -> 0
+    X[:, 7] += 1000  # large mean, small spread: uncentred float32 products would lose it to cancellation
     M = X if fmt == "dense" else sparse.csr_matrix(X)
     mean, var = mean_var(M)
-    targets = np.array([0, 3, 6, 10])
+    targets = np.array([0, 3, 6, 7, 10])
     got = abs_correlation(M, targets, mean, var)
     with np.errstate(invalid="ignore", divide="ignore"):
         ref = np.abs(np.corrcoef(X.T.astype(np.float64)))[targets]
     ref[~np.isfinite(ref)] = 0
-    np.testing.assert_allclose(got, ref, atol=1e-10)
+    np.testing.assert_allclose(got, ref, atol=atol)
+
+
+def test_correlations_grouped_like_one_by_one(monkeypatch):
+    from scdeepimpute import _selection
+
+    X = sparse.csr_matrix(make_counts(60, 30, seed=6))
+    mean, var = mean_var(X)
+    blocks = [np.arange(0, 10), np.arange(10, 20), np.arange(20, 30)]
+    one_by_one = [abs_correlation(X, b, mean, var) for b in blocks]
+    monkeypatch.setattr(_selection, "CROSS_PRODUCT_BYTES", 8 * 30 * 10 * 2)  # two blocks per pass
+    grouped = list(_selection.abs_correlations(X, blocks, mean, var))
+    assert len(grouped) == 3
+    for a, b in zip(one_by_one, grouped, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_predictors_match_brute_force():
