@@ -91,3 +91,24 @@ def test_value_if_detected_weights_by_zero_fraction():
     out = value_if_detected(v, p, np.array([0.0, 0.5, 1.0]))
     link = poisson_log1p_if_detected(p[0, 0])
     np.testing.assert_allclose(out[0], [2.0, 1.0 + 0.5 * link, link], rtol=1e-5)
+
+
+@pytest.mark.parametrize("learning_rate", [1e-4, 1e-3])
+def test_fused_adam_matches_keras_adam(learning_rate):
+    """The trainer's one-kernel Adam makes the same updates as ``keras.optimizers.Adam``."""
+    from scdeepimpute._backend import import_keras
+    from scdeepimpute._training import FusedAdam
+
+    tf, keras = import_keras()
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=(3, 4, 5)).astype(np.float32), rng.normal(size=(3, 5)).astype(np.float32)]
+    grads = [[rng.normal(size=s.shape).astype(np.float32) for s in start] for _ in range(7)]
+    ours = [tf.Variable(s) for s in start]
+    theirs = [tf.Variable(s) for s in start]
+    fused, reference = FusedAdam(ours, learning_rate), keras.optimizers.Adam(learning_rate=learning_rate)
+    for g in grads:
+        fused.apply([tf.constant(x) for x in g])
+        reference.apply_gradients(zip([tf.constant(x) for x in g], theirs, strict=True))
+    for a, b, s in zip(ours, theirs, start, strict=True):
+        assert not np.allclose(a.numpy(), s)  # the variables moved
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
