@@ -41,3 +41,29 @@ def set_threads(n_jobs: int | None) -> None:
         from . import _logging as logg
 
         logg.warning(f"TensorFlow is already running; n_jobs={n_jobs} is ignored for this process.")
+
+
+def native_bfloat16() -> bool:
+    """Whether TensorFlow's device multiplies bfloat16 in hardware (elsewhere it is emulated and slow).
+
+    True for a GPU of compute capability >= 8.0 (Ampere and later), or, without a GPU, a CPU that
+    reports ``avx512_bf16`` or ``amx_bf16`` (Linux ``/proc/cpuinfo``; other systems: False).
+    """
+    tf, _ = import_keras()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+        return tuple(capability) >= (8, 0)
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    """``"auto"`` -> ``"bfloat16"`` where :func:`native_bfloat16`, else ``"float32"``; other values unchanged."""
+    if precision != "auto":
+        return precision
+    return "bfloat16" if native_bfloat16() else "float32"

@@ -39,6 +39,7 @@ def deepimpute(  # noqa: PLR0913
     detection_head: bool | None = None,
     library_size: bool | None = None,
     value_loss: Literal["weighted", "nonzero"] | None = None,
+    precision: Literal["auto", "float32", "bfloat16"] | None = None,
     policy: Policy = "restore",
     train_size: float | int | None = None,
     model: DeepImpute | None = None,
@@ -82,7 +83,7 @@ def deepimpute(  # noqa: PLR0913
         ``"default"`` (tuned) or ``"paper"`` (published hyperparameters); see :class:`~scdeepimpute.DeepImpute`.
     genes
         Impute these genes instead of those passing ``min_vmr``.
-    min_vmr, subset_size, n_predictors, hidden_units, dropout_rate, learning_rate, batch_size, max_epochs, patience, validation_fraction, restore_best_weights, detection_head, library_size, value_loss
+    min_vmr, subset_size, n_predictors, hidden_units, dropout_rate, learning_rate, batch_size, max_epochs, patience, validation_fraction, restore_best_weights, detection_head, library_size, value_loss, precision
         Hyperparameters; ``None`` takes the preset's value (see :class:`~scdeepimpute.DeepImpute`).
     policy
         ``"restore"`` (replace zeros only), ``"all"`` (model output for every entry of a target gene)

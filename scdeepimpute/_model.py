@@ -14,6 +14,7 @@ import pandas as pd
 from scipy import sparse
 
 from . import _logging as logg
+from ._backend import resolve_precision
 from ._selection import select_predictors, split_targets
 from ._utils import (
     as_supported,
@@ -53,6 +54,7 @@ PRESETS: dict[str, dict] = {
         "detection_head": False,
         "library_size": False,
         "value_loss": "weighted",
+        "precision": "float32",
     },
     "default": {
         "min_vmr": 0.0,
@@ -69,6 +71,7 @@ PRESETS: dict[str, dict] = {
         "detection_head": True,
         "library_size": True,
         "value_loss": "nonzero",
+        "precision": "auto",
     },
 }
 
@@ -106,6 +109,7 @@ def _validate_hyperparameters(p: dict) -> None:
         ("validation_fraction", 0 < p["validation_fraction"] < 1),
         ("min_vmr", p["min_vmr"] >= 0),
         ("value_loss", p["value_loss"] in ("weighted", "nonzero")),
+        ("precision", p["precision"] in ("auto", "float32", "bfloat16")),
     ]
     for name, ok in checks:
         if not ok:
@@ -147,7 +151,8 @@ class DeepImpute:
     ``preset="default"``
         Chosen by measurement on the masked-value benchmark (``benchmarks/RESULTS_accuracy.md``): every gene
         with non-zero variance is a target (``min_vmr=0``), Adam at 1e-3 with batch 256 (as
-        accurate, several times fewer steps), each block restored to its best validation epoch,
+        accurate, several times fewer steps), bfloat16 matrix products where the hardware has them
+        (``precision="auto"``), each block restored to its best validation epoch,
         the cell's log library size as an extra input, an unweighted squared error on detected
         entries (``value_loss="nonzero"``), and a second *detection head* (sigmoid, binary
         cross-entropy on ``y > 0``) beside the value head. Zeros can then be filled either by the value-if-detected (``fill="detected"``, the
@@ -190,6 +195,13 @@ class DeepImpute:
         Give every block the cell's centred log library size as an extra input.
     value_loss
         ``"weighted"``: the paper's ``y * (y - y_hat)^2``; ``"nonzero"``: ``(y - y_hat)^2`` on detected entries.
+    precision
+        ``"float32"``, ``"bfloat16"`` for the matrix products (weights, sums, losses and Adam stay
+        float32), or ``"auto"``: bfloat16 where the hardware multiplies it natively (GPUs of compute
+        capability >= 8, CPUs with AVX512-BF16 or AMX), float32 elsewhere (emulated bfloat16 is
+        slow). Masked-value accuracy was the same at both precisions on three public datasets
+        (``benchmarks/experiments/bf16_accuracy.py``); results then depend on the hardware, as
+        floating-point sums do anyway.
     random_state
         Seed for the block split, the validation split, weight initialisation, shuffling and dropout.
 
@@ -219,6 +231,7 @@ class DeepImpute:
         detection_head: bool | None = None,
         library_size: bool | None = None,
         value_loss: Literal["weighted", "nonzero"] | None = None,
+        precision: Literal["auto", "float32", "bfloat16"] | None = None,
         random_state: int = 0,
     ):
         self.preset = preset
@@ -311,6 +324,7 @@ class DeepImpute:
             hidden_units=p["hidden_units"],
             dropout_rate=p["dropout_rate"],
             detection_head=p["detection_head"],
+            precision=resolve_precision(p["precision"]),
             seed=self.random_state,
         )
         trainer = _trainer(net, p)
@@ -545,6 +559,7 @@ class DeepImpute:
             hidden_units=p["hidden_units"],
             dropout_rate=p["dropout_rate"],
             detection_head=p["detection_head"],
+            precision=resolve_precision(model.params["precision"]),
             seed=config["random_state"],
         )
         model._trainer = _trainer(model.network_, p)

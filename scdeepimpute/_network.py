@@ -81,9 +81,11 @@ class FusedBlocks(keras.Model):
         dropout_rate: float,
         detection_head: bool,
         seed: int,
+        precision: str = "float32",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.precision = precision
         self.layout = layout
         self.hidden_units = hidden_units
         self.dropout_rate = dropout_rate
@@ -129,14 +131,20 @@ class FusedBlocks(keras.Model):
         y = tf.transpose(tf.gather(t, self._outputs), (0, 2, 1))
         return x, y
 
+    def _matmul(self, a, w):
+        if self.precision == "float32":
+            return tf.matmul(a, w)
+        # bfloat16 operands, float32 result: the weights themselves (and Adam's state) stay float32
+        return tf.cast(tf.matmul(tf.cast(a, self.precision), tf.cast(w, self.precision)), tf.float32)
+
     def call(self, x, training=False):
-        h = tf.nn.relu(tf.matmul(x, self.w1) + self.b1[:, None, :])
+        h = tf.nn.relu(self._matmul(x, self.w1) + self.b1[:, None, :])
         if training and self.dropout_rate > 0:
             h = keras.random.dropout(h, self.dropout_rate, seed=self.seed_generator)
-        value = tf.nn.softplus(tf.matmul(h, self.w2) + self.b2[:, None, :])
+        value = tf.nn.softplus(self._matmul(h, self.w2) + self.b2[:, None, :])
         if not self.detection_head:
             return value, None
-        logits = tf.matmul(h, self.wd) + self.bd[:, None, :]
+        logits = self._matmul(h, self.wd) + self.bd[:, None, :]
         return value, logits
 
     def block_variables(self):

@@ -112,3 +112,29 @@ def test_fused_adam_matches_keras_adam(learning_rate):
     for a, b, s in zip(ours, theirs, start, strict=True):
         assert not np.allclose(a.numpy(), s)  # the variables moved
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_bfloat16_products_close_to_float32(net):
+    """bfloat16 operands change outputs at bfloat16's ~3 significant digits, no more."""
+    from scdeepimpute._backend import import_keras
+
+    tf, _ = import_keras()
+    half = FusedBlocks(net.layout, hidden_units=4, dropout_rate=0.0, detection_head=True, seed=0, precision="bfloat16")
+    half.build()
+    for a, b in zip(half.block_variables(), net.block_variables(), strict=True):
+        a.assign(b)
+    x = tf.constant(np.random.default_rng(1).uniform(0, 3, size=(2, 5, net.layout.inputs.shape[1])), tf.float32)
+    (v32, l32), (v16, l16) = net(x), half(x)
+    assert v16.dtype == tf.float32
+    np.testing.assert_allclose(v16.numpy(), v32.numpy(), rtol=2e-2, atol=2e-2)
+    np.testing.assert_allclose(l16.numpy(), l32.numpy(), rtol=2e-2, atol=2e-2)
+    assert not np.array_equal(v16.numpy(), v32.numpy())  # the bfloat16 path did run
+
+
+def test_precision_auto_resolves():
+    from scdeepimpute._backend import resolve_precision
+
+    assert resolve_precision("auto") in ("float32", "bfloat16")
+    assert resolve_precision("float32") == "float32"
+    with pytest.raises(ValueError, match="precision"):
+        __import__("scdeepimpute").DeepImpute(precision="float16")
