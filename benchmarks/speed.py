@@ -14,6 +14,8 @@ does not impute keep 0).
 Methods:
 
 * ``default``: ``scdeepimpute.DeepImpute(preset="default")``
+* ``default-float32``: the same with ``precision="float32"`` (``default`` is ``"auto"``: bfloat16 products where
+  the CPU has AVX512-BF16/AMX)
 * ``paper``: ``scdeepimpute.DeepImpute(preset="paper")``
 * ``original``: the authors' structure, one Keras functional model with a branch per block, ``fit`` with
   batch 64, Adam 1e-4, EarlyStopping(val_loss, patience 5), 95/5 split, ``predict`` with Keras' default
@@ -52,7 +54,7 @@ import _common as C  # noqa: E402
 RESULTS = Path(__file__).parent / "RESULTS_speed.md"
 SECTION = "speed"
 N_GENES = 3200
-METHODS = ("default", "paper", "original", "magic")
+METHODS = ("default", "default-float32", "paper", "original", "magic")
 _RSS: dict[str, float] = {}
 
 
@@ -66,10 +68,11 @@ def _load(n_cells: int):
     return masked, rows, cols, truth
 
 
-def _worker_deepimpute(preset: str, Xm, max_epochs: int | None):
+def _worker_deepimpute(method: str, Xm, max_epochs: int | None):
     import scdeepimpute as sdi
 
-    model = sdi.DeepImpute(preset=preset, max_epochs=max_epochs, random_state=0)
+    preset, _, precision = method.partition("-")
+    model = sdi.DeepImpute(preset=preset, max_epochs=max_epochs, random_state=0, precision=precision or None)
     t = time.perf_counter()
     model.fit(Xm, progress=False)
     fit_s = time.perf_counter() - t
@@ -143,7 +146,7 @@ def _worker_magic(Xm):
 def worker(method: str, n_cells: int, max_epochs: int | None) -> dict:
     Xm, rows, cols, truth = _load(n_cells)
     base_rss = C.peak_rss_mb()
-    if method in ("default", "paper"):
+    if method in ("default", "default-float32", "paper"):
         out = _worker_deepimpute(method, Xm, max_epochs)
     elif method == "original":
         out = _worker_original(Xm, max_epochs)
@@ -269,7 +272,7 @@ def main(argv=None):
         "masking the data, and its peak at the end of fit). Machine shared with other jobs: compare rows of "
         "one run, not across runs.\n\n"
         + table + "\n" + ("\n" + "\n".join(failures) + "\n" if failures else "")
-        + "\nMethods: default/paper = scdeepimpute presets; original = separate branches of one Keras model "
+        + "\nMethods: default/paper = scdeepimpute presets (default-float32: precision='float32'); original = separate branches of one Keras model "
         "(batch 64, Adam 1e-4, EarlyStopping patience 5, same targets/predictors as paper); magic = MAGIC "
         "defaults on sqrt library-normalised counts. 'masked MSE' scores each method's standard output "
         "(default preset: fill='expected', P(detected) x value); the last column scores the default preset's "
