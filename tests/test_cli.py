@@ -375,4 +375,16 @@ def test_console_script_end_to_end(tmp_path, counts, names):
         [_console_script(), "impute", tmp_path / "missing.h5ad", "-o", out], capture_output=True, text=True
     )
     assert bad.returncode == 1
-    assert bad.stderr.strip() == f"scdeepimpute: error: input not found: {tmp_path / 'missing.h5ad'}"
+    assert bad.stderr.strip() == f"scdeepimpute: error: input not found: {missing}"
+
+
+def test_python_dash_m(tmp_path):
+    """``python -m scdeepimpute`` is the same command line as the console script."""
+    run = [sys.executable, "-m", "scdeepimpute"]
+    helped = subprocess.run([*run, "impute", "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0
+    assert helped.stdout.startswith("usage: scdeepimpute impute")
+    missing = tmp_path / "missing.h5ad"
+    bad = subprocess.run([*run, "impute", missing, "-o", tmp_path / "o.h5ad"], capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == f"scdeepimpute: error: input not found: {missing}"
