@@ -15,6 +15,7 @@ from ._model import HYPERPARAMETERS, DeepImpute, Policy
 from ._utils import as_supported, check_counts as _check_counts, get_matrix, is_dask
 
 if TYPE_CHECKING:
+    import tensorflow as tf
     from anndata import AnnData
 
 
@@ -45,6 +46,7 @@ def deepimpute(  # noqa: PLR0913
     model: DeepImpute | None = None,
     check_counts: bool = False,
     n_jobs: int | None = None,
+    strategy: tf.distribute.Strategy | Literal["mirrored"] | None = None,
     random_state: int = 0,
     copy: bool = False,
 ) -> AnnData | None:
@@ -96,6 +98,9 @@ def deepimpute(  # noqa: PLR0913
         Raise (instead of warn) when the input holds non-integer values.
     n_jobs
         TensorFlow threads (only effective before TensorFlow starts); ``None`` keeps its default.
+    strategy
+        Train on several devices (e.g. ``"mirrored"``: every visible GPU), as in
+        :meth:`DeepImpute.fit <scdeepimpute.DeepImpute.fit>`; in-memory input only, not with ``model=``.
     random_state
         Seed; the same seed on the same machine gives the same result.
     copy
@@ -138,6 +143,14 @@ def deepimpute(  # noqa: PLR0913
 
     set_threads(n_jobs)
     pretrained = model is not None
+    if strategy is not None and (pretrained or is_dask(X)):
+        msg = (
+            "strategy applies to training on in-memory data; for dask input, fit a model with "
+            "DeepImpute.fit(adata, strategy=...) and pass it as model=."
+            if not pretrained
+            else "strategy applies to training; it cannot be used with a pre-trained model=."
+        )
+        raise ValueError(msg)
     if model is None:
         model = DeepImpute(preset=preset, random_state=random_state, **hyperparameters)
         if is_dask(X):  # validates the chunking; only the training cells are read (and checked)
@@ -146,7 +159,15 @@ def deepimpute(  # noqa: PLR0913
             fit_dask(model, X, var_names=adata.var_names, genes=genes, train_size=train_size, check_counts=check_counts)
         else:  # X was checked above: skip the model's own check
             names = pd.Index(adata.var_names.astype(str))
-            model._fit_matrix(X, names, genes=genes, train_size=train_size, check_counts=check_counts, progress=None)
+            model._fit_matrix(
+                X,
+                names,
+                genes=genes,
+                train_size=train_size,
+                check_counts=check_counts,
+                progress=None,
+                strategy=strategy,
+            )
     two_heads = model.params["detection_head"]
     fills = ("expected", "detected") if two_heads else ("detected",)
     if is_dask(X):  # lazy layers: the model's impute mapped over row chunks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from ._utils import (
 )
 
 if TYPE_CHECKING:
+    import tensorflow as tf
     from anndata import AnnData
 
 #: Fewer cells than this cannot give a validation set and a meaningful training set.
@@ -251,6 +253,7 @@ class DeepImpute:
         train_size: float | int | None = None,
         check_counts: bool = False,
         progress: bool | None = None,
+        strategy: tf.distribute.Strategy | Literal["mirrored"] | None = None,
     ) -> DeepImpute:
         """Select targets and predictors on ``data`` and train the networks.
 
@@ -270,20 +273,50 @@ class DeepImpute:
             Raise instead of warn when values are not integers.
         progress
             Show a progress bar; ``None`` follows scanpy's verbosity (shown at >= 1).
+        strategy
+            Spread training over several devices: a ``tf.distribute.Strategy`` (e.g.
+            ``tf.distribute.MirroredStrategy(["/gpu:0", "/gpu:1"])``), or ``"mirrored"`` for a
+            ``MirroredStrategy`` over every GPU TensorFlow sees. ``None`` (default) trains on one device
+            (a GPU when TensorFlow sees one). The weights and Adam's state are mirrored on every replica;
+            each batch of ``batch_size`` cells is split evenly across the replicas (``batch_size`` must be
+            divisible by their number, else ``ValueError``), gradients are summed across replicas and
+            every replica applies the same update, so the update is that of the whole batch on one device
+            (up to float rounding). Dropout masks are drawn per replica from a stateless generator, so runs
+            with and without a strategy differ when ``dropout_rate > 0``. The devices that train are
+            logged at verbosity >= 1. Not saved with the model; prediction runs on one device.
 
         Returns
         -------
         The fitted model (``self``).
+
+        Examples
+        --------
+        Data-parallel training on every visible GPU:
+
+        >>> import scdeepimpute as sdi
+        >>> adata = sdi.datasets.example()
+        >>> model = sdi.DeepImpute(max_epochs=3).fit(adata, strategy="mirrored")  # doctest: +SKIP
+        >>> imputed = model.predict(adata)  # doctest: +SKIP
         """
         X, names = _matrix_and_names(data, layer, var_names)
         _check_counts(X, strict=check_counts)  # dask input: its training cells are checked once read
         return self._fit_matrix(
-            X, names, genes=genes, train_size=train_size, check_counts=check_counts, progress=progress
+            X,
+            names,
+            genes=genes,
+            train_size=train_size,
+            check_counts=check_counts,
+            progress=progress,
+            strategy=strategy,
         )
 
-    def _fit_matrix(self, X, names: pd.Index, *, genes, train_size, check_counts: bool, progress) -> DeepImpute:
+    def _fit_matrix(
+        self, X, names: pd.Index, *, genes, train_size, check_counts: bool, progress, strategy=None
+    ) -> DeepImpute:
         """:meth:`fit` on a matrix whose in-memory values were already checked (callers check once)."""
         from ._backend import import_keras
+
+        strategy = _resolve_strategy(strategy)
 
         rng = check_random_state(self.random_state)
         p = self.params
@@ -319,15 +352,16 @@ class DeepImpute:
 
         keras.utils.set_random_seed(self.random_state)
         layout = BlockLayout.from_blocks(split.blocks, predictors, n_extra=int(p["library_size"]))
-        net = FusedBlocks(
-            layout,
-            hidden_units=p["hidden_units"],
-            dropout_rate=p["dropout_rate"],
-            detection_head=p["detection_head"],
-            precision=resolve_precision(p["precision"]),
-            seed=self.random_state,
-        )
-        trainer = _trainer(net, p)
+        with contextlib.nullcontext() if strategy is None else strategy.scope():
+            net = FusedBlocks(
+                layout,
+                hidden_units=p["hidden_units"],
+                dropout_rate=p["dropout_rate"],
+                detection_head=p["detection_head"],
+                precision=resolve_precision(p["precision"]),
+                seed=self.random_state,
+            )
+        trainer = _trainer(net, p, strategy=strategy)
         order = rng.permutation(cells.size)
         val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
         log_max = float(np.log1p(_max_value(Xfit)))
@@ -646,9 +680,31 @@ def _batch(logged: np.ndarray, layout, covariates: np.ndarray | None) -> np.ndar
     return out
 
 
-def _trainer(net, params: dict):
+def _trainer(net, params: dict, *, strategy=None):
     from ._training import Trainer
 
     return Trainer(
-        net, learning_rate=params["learning_rate"], batch_size=params["batch_size"], value_loss=params["value_loss"]
+        net,
+        learning_rate=params["learning_rate"],
+        batch_size=params["batch_size"],
+        value_loss=params["value_loss"],
+        strategy=strategy,
     )
+
+
+def _resolve_strategy(strategy):
+    """``None`` or a ``tf.distribute.Strategy`` as given; ``"mirrored"``: ``MirroredStrategy`` over all visible GPUs."""
+    if strategy is None:
+        return None
+    from ._backend import import_keras
+
+    tf, _ = import_keras()
+    if isinstance(strategy, str):
+        if strategy != "mirrored":
+            msg = f"strategy must be None, 'mirrored' or a tf.distribute.Strategy; got {strategy!r}."
+            raise ValueError(msg)
+        return tf.distribute.MirroredStrategy()
+    if not isinstance(strategy, tf.distribute.Strategy):
+        msg = f"strategy must be None, 'mirrored' or a tf.distribute.Strategy; got {type(strategy).__name__}."
+        raise TypeError(msg)
+    return strategy

@@ -137,10 +137,17 @@ class FusedBlocks(keras.Model):
         # bfloat16 operands, float32 result: the weights themselves (and Adam's state) stay float32
         return tf.cast(tf.matmul(tf.cast(a, self.precision), tf.cast(w, self.precision)), tf.float32)
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, dropout_seed=None):
+        """``dropout_seed`` (int64 tensor, shape (2,)): stateless dropout instead of the seed generator's.
+
+        Distributed training passes one per replica and step (a generator's state cannot be shared by replicas).
+        """
         h = tf.nn.relu(self._matmul(x, self.w1) + self.b1[:, None, :])
         if training and self.dropout_rate > 0:
-            h = keras.random.dropout(h, self.dropout_rate, seed=self.seed_generator)
+            if dropout_seed is None:
+                h = keras.random.dropout(h, self.dropout_rate, seed=self.seed_generator)
+            else:
+                h = tf.nn.experimental.stateless_dropout(h, self.dropout_rate, seed=dropout_seed)
         value = tf.nn.softplus(self._matmul(h, self.w2) + self.b2[:, None, :])
         if not self.detection_head:
             return value, None
@@ -154,17 +161,29 @@ class FusedBlocks(keras.Model):
 
 
 def block_losses(
-    net: FusedBlocks, y, value, logits, row_weight, *, detection_weight: float = 1.0, value_loss: str = "weighted"
+    net: FusedBlocks,
+    y,
+    value,
+    logits,
+    row_weight,
+    *,
+    detection_weight: float = 1.0,
+    value_loss: str = "weighted",
+    total_weight=None,
 ):
     """Per-block loss, shape (K,): DeepImpute's weighted MSE plus, with two heads, the detection BCE.
 
     The value loss is the original ``mean(y * (y - y_hat) ** 2)`` over each block's cells and real
     targets (so zeros, which carry no weight, never pull predictions down); padding rows and columns
     are excluded from sums and denominators. ``value_loss="nonzero"`` weighs every detected entry
-    equally instead (the original's unexposed ``binary=True``).
+    equally instead (the original's unexposed ``binary=True``). ``total_weight`` replaces ``sum(row_weight)``
+    in the denominator: a replica's share of a batch split across devices is divided by the whole batch's weight,
+    so that the replicas' losses (and gradients) add up to the loss of the whole batch.
     """
     mask = net.output_mask[:, None, :] * row_weight[None, :, None]
-    denom = tf.reduce_sum(row_weight) * tf.reduce_sum(net.output_mask, axis=1)
+    if total_weight is None:
+        total_weight = tf.reduce_sum(row_weight)
+    denom = total_weight * tf.reduce_sum(net.output_mask, axis=1)
     weight = y if value_loss == "weighted" else tf.cast(y > 0, y.dtype)
     value_term = tf.reduce_sum(mask * weight * tf.square(y - value), axis=(1, 2)) / denom
     if logits is None:

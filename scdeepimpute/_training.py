@@ -69,8 +69,15 @@ class FusedAdam:
         self.v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False)
 
-    def apply(self, grads) -> None:
-        self.iterations.assign_add(1)
+    def apply(self, grads, *, replicated: bool = False) -> None:
+        """One Adam step. ``replicated``: called in a replica context of a ``tf.distribute`` strategy with
+        gradients already all-reduced; each replica updates its own copy of the (mirrored) variables, the
+        step counter included, through their local handles, so all copies stay equal.
+        """
+        if replicated:
+            tf.raw_ops.AssignAddVariableOp(resource=self.iterations.handle, value=tf.constant(1, tf.int64))
+        else:
+            self.iterations.assign_add(1)
         t = tf.cast(self.iterations, tf.float32)
         beta_1_power, beta_2_power = tf.pow(self.beta_1, t), tf.pow(self.beta_2, t)
         for var, m, v, g in zip(self.variables, self.m, self.v, grads, strict=True):
@@ -99,19 +106,46 @@ class Trainer:
         batch_size: int,
         detection_weight: float = 1.0,
         value_loss: str = "weighted",
+        strategy=None,
     ):
         self.net = net
         self.batch_size = batch_size
+        self.strategy = strategy
         n_cols = net.layout.width
-        net.build()
-        self.variables = net.block_variables()
-        self.optimizer = FusedAdam(self.variables, learning_rate)
+        if strategy is None:
+            net.build()
+            self.variables = net.block_variables()
+            self.optimizer = FusedAdam(self.variables, learning_rate)
+        else:
+            n_replicas = strategy.num_replicas_in_sync
+            if batch_size % n_replicas:
+                msg = (
+                    f"batch_size={batch_size} is not divisible by the {n_replicas} replicas of the distribution "
+                    f"strategy; choose a batch_size that is a multiple of {n_replicas}."
+                )
+                raise ValueError(msg)
+            with strategy.scope():  # weights, Adam's slots and step counter: mirrored on every replica
+                net.build()
+                self.variables = net.block_variables()
+                self.optimizer = FusedAdam(self.variables, learning_rate)
+            devices = ", ".join(strategy.extended.worker_devices)
+            logg.info(
+                f"    training on {n_replicas} replica(s) with {type(strategy).__name__}: {devices} "
+                f"({batch_size // n_replicas} cells of each batch of {batch_size} per replica)"
+            )
         spec = [tf.TensorSpec([None, n_cols], tf.float32), tf.TensorSpec([None], tf.float32)]
         B = batch_size
 
-        def losses_of(y, value, logits, weights):
+        def losses_of(y, value, logits, weights, total_weight=None):
             return block_losses(
-                net, y, value, logits, weights, detection_weight=detection_weight, value_loss=value_loss
+                net,
+                y,
+                value,
+                logits,
+                weights,
+                detection_weight=detection_weight,
+                value_loss=value_loss,
+                total_weight=total_weight,
             )
 
         @tf.function(input_signature=spec)
@@ -141,9 +175,51 @@ class Trainer:
             value, logits = net(x, training=False)
             return (value,) if logits is None else (value, tf.sigmoid(logits))
 
-        self._train_chunk = train_chunk
+        self._train_chunk = train_chunk if strategy is None else self._distributed_train_chunk(spec, losses_of)
         self._eval_chunk = eval_chunk
         self._predict_chunk = predict_chunk
+
+    def _distributed_train_chunk(self, spec, losses_of):
+        """``train_chunk`` with each batch split across the strategy's replicas.
+
+        Each replica takes ``batch_size / replicas`` consecutive rows of the batch; its per-block losses are
+        divided by the whole batch's row weight (not its own), so the sum over replicas of their losses and
+        gradients is the single-device loss and gradient of the whole batch. Gradients are summed across
+        replicas (all-reduce) and every replica applies the same Adam update to its own copy of the variables.
+        Dropout is stateless, seeded by (network seed, step * replicas + replica id).
+        """
+        net, strategy, optimizer, variables = self.net, self.strategy, self.optimizer, self.variables
+        B = self.batch_size
+        n_replicas = strategy.num_replicas_in_sync
+        b = B // n_replicas
+        seed = int(net._init_seed)
+
+        def replica_step(batch, batch_weights, total_weight):
+            ctx = tf.distribute.get_replica_context()
+            r = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
+            x, y = net.gather(batch[r * b : (r + 1) * b])
+            wb = batch_weights[r * b : (r + 1) * b]
+            step = tf.identity(optimizer.iterations)  # read before this step's increment
+            dropout_seed = tf.stack([tf.constant(seed, tf.int64), step * n_replicas + tf.cast(r, tf.int64)])
+            with tf.GradientTape() as tape:
+                value, logits = net(x, training=True, dropout_seed=dropout_seed)
+                losses = losses_of(y, value, logits, wb, total_weight)
+                loss = tf.reduce_sum(losses)
+            grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tape.gradient(loss, variables))
+            optimizer.apply(grads, replicated=True)
+            return losses
+
+        @tf.function(input_signature=spec)
+        def train_chunk(data, weights):
+            n_steps = tf.shape(data)[0] // B
+            total = tf.zeros([len(net.layout.inputs)], tf.float32)
+            for i in tf.range(n_steps):
+                wb = weights[i * B : (i + 1) * B]
+                per_replica = strategy.run(replica_step, args=(data[i * B : (i + 1) * B], wb, tf.reduce_sum(wb)))
+                total += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            return total / tf.cast(n_steps, tf.float32)
+
+        return train_chunk
 
     def evaluate(self, load_rows: Callable[[np.ndarray], np.ndarray], rows: np.ndarray) -> np.ndarray:
         """Per-block validation loss over ``rows`` (mean over cells)."""
