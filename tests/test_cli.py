@@ -375,7 +375,7 @@ def test_console_script_end_to_end(tmp_path, counts, names):
         [_console_script(), "impute", tmp_path / "missing.h5ad", "-o", out], capture_output=True, text=True
     )
     assert bad.returncode == 1
-    assert bad.stderr.strip() == f"scdeepimpute: error: input not found: {missing}"
+    assert bad.stderr.strip() == f"scdeepimpute: error: input not found: {tmp_path / 'missing.h5ad'}"
 
 
 def test_python_dash_m(tmp_path):
