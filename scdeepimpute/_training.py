@@ -237,11 +237,16 @@ class Trainer:
         *,
         max_epochs: int,
         patience: int,
+        tol: float = 0.0,
         restore_best_weights: bool,
         rng: np.random.Generator,
         progress: bool = False,
     ) -> History:
         """Train with early stopping on the summed validation loss.
+
+        An epoch improves only if it lowers the best validation loss so far by more than ``tol``
+        times that loss (``tol=0``: Keras' ``EarlyStopping`` with ``min_delta=0``); training stops
+        after ``patience`` epochs without improvement.
 
         With ``restore_best_weights``, each block gets back the weights of its own best epoch:
         blocks share no parameter, so this is the paper's "each sub-network trained on its own".
@@ -271,7 +276,7 @@ class Trainer:
                     keep[improved] = v.numpy()[improved]
             best_epoch[improved] = epoch
             best_block = np.minimum(best_block, val_block)
-            if val_loss < best_total:
+            if val_loss < best_total - tol * abs(best_total) or not np.isfinite(best_total):
                 best_total, wait = val_loss, 0
             else:
                 wait += 1

@@ -280,3 +280,16 @@ def test_every_hyperparameter_is_a_keyword_of_model_and_pp():
         missing = [h for h in HYPERPARAMETERS if h not in params]
         assert not missing, f"{func.__qualname__} lacks {missing}"
         assert all(params[h].default is None for h in HYPERPARAMETERS)
+
+
+@pytest.mark.parametrize(("tol", "patience"), [(0.9, 2), (0.9, 4)])
+def test_tol_counts_only_large_improvements(tol, patience):
+    """No epoch lowers the validation loss by 90%, so a 0.9 threshold stops right after ``patience`` epochs."""
+    X = make_counts(120, 40, seed=7)
+    params = {**FAST, "max_epochs": 30}
+    strict = sdi.DeepImpute(**params, tol=tol, patience=patience).fit(X, progress=False)
+    assert strict.history_.stopped_epoch == 1 + patience
+    loose = sdi.DeepImpute(**params, tol=0.0, patience=patience).fit(X, progress=False)
+    assert loose.history_.stopped_epoch > 1 + patience  # the loss still falls by small steps
+    with pytest.raises(ValueError, match="tol"):
+        sdi.DeepImpute(tol=-0.1)
