@@ -439,7 +439,6 @@ def _write(adata, out: Path, fmt: str, args, layers: list[str]) -> str:
             import zarr
 
             store(lazy, zarr.open_group(str(out), mode="a").require_group("layers"), progress=not args.quiet)
-            zarr.consolidate_metadata(str(out))  # anndata reads the consolidated metadata it wrote
     return "layers " + ", ".join(repr(k) for k in layers)
 
 

@@ -293,9 +293,7 @@ def store(arrays: Mapping[str, da.Array], group, *, overwrite: bool = False, pro
     import dask.array as da
 
     if isinstance(group, str | Path):
-        import zarr
-
-        group = zarr.open_group(str(group), mode="a")
+        group = _open_zarr_group(Path(group))
     is_h5 = type(group).__module__.startswith("h5py")
     sources, targets = [], []
     for name, arr in arrays.items():
@@ -325,6 +323,31 @@ def store(arrays: Mapping[str, da.Array], group, *, overwrite: bool = False, pro
             da.store(sources, targets, lock=is_h5, compute=True)
     else:
         da.store(sources, targets, lock=is_h5, compute=True)
+    if not is_h5:
+        import zarr
+
+        # anndata reads a zarr store through its consolidated metadata: without this, new layers stay invisible
+        zarr.consolidate_metadata(group.store)
+
+
+def _open_zarr_group(path: Path):
+    """Open (or create) the zarr group at ``path`` through the outermost zarr group above it.
+
+    The consolidated metadata anndata reads live at a store's root, so the group must be opened from
+    there for :func:`store` to refresh them.
+    """
+    import zarr
+
+    path = path.resolve()
+    root = path
+    for parent in path.parents:
+        if not ((parent / "zarr.json").exists() or (parent / ".zgroup").exists()):
+            break
+        root = parent
+    # not through the consolidated metadata: they are a snapshot, blind to the arrays written next
+    group = zarr.open_group(str(root), mode="a", use_consolidated=False)
+    relative = path.relative_to(root).as_posix()
+    return group if relative == "." else group.require_group(relative)
 
 
 def _fast_compressors(group):
@@ -394,12 +417,7 @@ def impute_to_zarr(
 
     lazy = impute(model, data, layer=layer, var_names=var_names, policy=policy, fills=fills, check_counts=check_counts)
     named = {output_names(lazy, key_added)[f]: arr for f, arr in lazy.items()}
-    if isinstance(store_path, str | Path):
-        import zarr
-
-        group = zarr.open_group(str(store_path), mode="a")
-    else:
-        group = store_path
+    group = _open_zarr_group(Path(store_path)) if isinstance(store_path, str | Path) else store_path
     store(named, group, overwrite=overwrite, progress=progress)
     return {name: da.from_zarr(group[name]) for name in named}
 
@@ -440,7 +458,8 @@ def _read_lazy_group(f, ad, chunk_size: int) -> AnnData:
     if "X" not in f:
         msg = f"{f} holds no X; scdeepimpute needs the counts in X or in a layer."
         raise ValueError(msg)
-    if "raw" in f:
+    # anndata >= 0.12 writes an empty ``raw`` element (encoding "null") into every zarr store
+    if "raw" in f and f["raw"].attrs.get("encoding-type") != "null":
         logg.warning("the store has a .raw, which read_lazy does not read (only X, layers and the annotations).")
     parts = {k: ad.io.read_elem(f[k]) for k in ("obs", "var", "uns", "obsm", "varm", "obsp", "varp") if k in f}
     layers = {k: lazy(f["layers"][k]) for k in f["layers"]} if "layers" in f else {}
