@@ -102,6 +102,11 @@ def _all_entries(a: ad.AnnData, seeds: int) -> pd.DataFrame:
     rows = []
     inp = ad.AnnData(a.X.copy())
     outputs = {"none": sdi.tl.impute_none(inp), "nzmean": sdi.tl.impute_nzmean(inp), "knn": sdi.tl.impute_knn(inp)}
+    try:
+        outputs["magic"] = sdi.tl.impute_magic(inp)
+    except ImportError:  # optional peer
+        pass
+    outputs["paper"] = sdi.tl.impute_deepimpute(inp, preset="paper", random_state=0)
     for seed in range(seeds):
         both = sdi.tl.impute_deepimpute(inp, output="both", random_state=seed)
         outputs[f"deepimpute_imputed#{seed}"] = both["imputed"]
