@@ -51,7 +51,15 @@ def as_supported(X):
 
 
 def to_memory(X):
-    """Compute a dask array and return it as numpy or CSR/CSC (what the in-memory code accepts)."""
+    """Compute a dask array and return it as numpy or CSR/CSC (what the in-memory code accepts).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from scdeepimpute.experimental import to_memory
+    >>> to_memory(da.ones((4, 3), chunks=2)).shape
+    (4, 3)
+    """
     value = X.compute() if is_dask(X) else X
     if hasattr(value, "get"):  # cupy
         value = value.get()

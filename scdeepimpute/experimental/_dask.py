@@ -111,6 +111,12 @@ def fit(
     Returns
     -------
     The fitted ``model``.
+
+    Examples
+    --------
+    >>> import scdeepimpute as sdi, scdeepimpute.experimental as sdx
+    >>> lazy = sdx.read_lazy("counts.zarr")  # doctest: +SKIP
+    >>> model = sdx.fit(sdi.DeepImpute(), lazy, train_size=20_000)  # doctest: +SKIP
     """
     X, names = _dask_matrix_and_names(data, layer, var_names)
     return model.fit(X, var_names=names, genes=genes, train_size=train_size, check_counts=check_counts, progress=progress)
@@ -235,6 +241,11 @@ def impute(
     Returns
     -------
     ``{fill: lazy float32 array}`` with the input's shape.
+
+    Examples
+    --------
+    >>> arrays = sdx.impute(model, lazy)  # doctest: +SKIP
+    >>> arrays["expected"][:100].compute()  # doctest: +SKIP
     """
     import dask
     import dask.array as da
@@ -289,6 +300,12 @@ def store(arrays: Mapping[str, da.Array], group, *, overwrite: bool = False, pro
         Replace arrays of the same name (otherwise an existing name raises ``ValueError``).
     progress
         Show dask's progress bar (local schedulers only).
+
+    Examples
+    --------
+    >>> arrays = sdx.impute(model, lazy)  # doctest: +SKIP
+    >>> names = sdx.output_names(arrays)  # {"expected": "imputed", "detected": "imputed_detected"}  # doctest: +SKIP
+    >>> sdx.store({names[f]: a for f, a in arrays.items()}, "out.zarr/layers")  # doctest: +SKIP
     """
     import dask.array as da
 
@@ -366,7 +383,14 @@ def _fast_compressors(group):
 
 
 def output_names(fills: Sequence[str], key_added: str = "imputed") -> dict[str, str]:
-    """Layer name of each fill, as :func:`scdeepimpute.pp.deepimpute` names them."""
+    """Layer name of each fill, as :func:`scdeepimpute.pp.deepimpute` names them.
+
+    Examples
+    --------
+    >>> from scdeepimpute.experimental import output_names
+    >>> output_names(("expected", "detected"))
+    {'expected': 'imputed', 'detected': 'imputed_detected'}
+    """
     fills = tuple(fills)
     return {f: key_added if i == 0 else f"{key_added}_{f}" for i, f in enumerate(fills)}
 
@@ -412,6 +436,12 @@ def impute_to_zarr(
     Returns
     -------
     ``{name: dask array}`` reading the written arrays back lazily.
+
+    Examples
+    --------
+    >>> lazy = sdx.read_lazy("counts.zarr")  # doctest: +SKIP
+    >>> sdx.impute_to_zarr(model, lazy, "counts.zarr/layers")  # doctest: +SKIP
+    >>> anndata.read_zarr("counts.zarr").layers["imputed"]  # doctest: +SKIP
     """
     import dask.array as da
 
@@ -430,6 +460,12 @@ def read_lazy(path: str | Path, *, chunk_size: int = 10_000) -> AnnData:
     and the layers are read lazily with :func:`anndata.experimental.read_elem_lazy` (sparse stays sparse
     inside each chunk); ``raw`` is not read (a warning says so). The result works with
     :func:`scdeepimpute.pp.deepimpute` and :func:`fit`.
+
+    Examples
+    --------
+    >>> import scdeepimpute as sdi, scdeepimpute.experimental as sdx
+    >>> lazy = sdx.read_lazy("counts.h5ad", chunk_size=5000)  # doctest: +SKIP
+    >>> sdi.pp.deepimpute(lazy, train_size=20_000)  # lazy layers  # doctest: +SKIP
     """
     import anndata as ad
 

@@ -90,6 +90,15 @@ class MaskResult:
         The fitted dropout logistic (see :func:`fit_dropout_curve`).
     n_skipped
         Genes (``mode="gene"``) or cells (``mode="cell"``) left unmasked for having too few non-zeros.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scdeepimpute.tl import mask_counts
+    >>> counts = np.random.default_rng(0).poisson(3.0, size=(50, 8)).astype(np.float32)
+    >>> res = mask_counts(counts, n_masked=5, random_state=0)
+    >>> bool(np.all(res.X[res.obs_idx, res.var_idx] == 0)), res.values.size == res.obs_idx.size
+    (True, True)
     """
 
     X: np.ndarray | sparse.csr_matrix
