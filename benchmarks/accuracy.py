@@ -67,6 +67,23 @@ def load(name: str) -> tuple[ad.AnnData, str | None]:
 MAGIC_EXACT_MAX_GENES = 5000
 
 
+def masked_input(name: str):
+    """The dataset ``name`` masked as in the benchmark: ``(X, info)`` with CSR masked counts and ``uns['masked']``."""
+    a, _ = load(name)
+    sdi.tl.mask(a, random_state=0)
+    return sparse.csr_matrix(a.layers["masked"]), a.uns["masked"]
+
+
+def fill_scores(model, X, info, fills=("detected", "expected")) -> list[float]:
+    """Masked MSE and Pearson (log1p) of each of ``model``'s fills on ``X``: [mse, pearson] per fill."""
+    out = model.impute(X, fills=fills)
+    row = []
+    for fill in fills:
+        r = sdi.tl.masked_metrics(info["values"], out[fill][info["obs_idx"], info["var_idx"]])
+        row += [r["mse"], r["pearson"]]
+    return row
+
+
 def run_dataset(name: str, seeds: int) -> pd.DataFrame:
     a, labels = load(name)
     sdi.tl.mask(a, random_state=0)

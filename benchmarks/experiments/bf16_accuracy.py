@@ -13,10 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from scipy import sparse
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from accuracy import load  # noqa: E402
+from accuracy import fill_scores, masked_input  # noqa: E402
 
 import scdeepimpute as sdi  # noqa: E402
 
@@ -27,20 +25,13 @@ args = parser.parse_args()
 print("| dataset | precision | seed | detected MSE | detected Pearson | expected MSE | expected Pearson | epochs | fit s |")
 print("|---|---|---|---|---|---|---|---|---|")
 for name in args.datasets.split(","):
-    a, _ = load(name)
-    sdi.tl.mask(a, random_state=0)
-    X = sparse.csr_matrix(a.layers["masked"])
-    u = a.uns["masked"]
+    X, u = masked_input(name)
     for seed in range(args.seeds):
         for precision in ("float32", "bfloat16"):
             start = time.perf_counter()
             m = sdi.DeepImpute(random_state=seed, precision=precision).fit(X, progress=False)
             fit_s = time.perf_counter() - start
-            out = m.impute(X, fills=("detected", "expected"))
-            row = []
-            for fill in ("detected", "expected"):
-                r = sdi.tl.masked_metrics(u["values"], out[fill][u["obs_idx"], u["var_idx"]])
-                row += [r["mse"], r["pearson"]]
+            row = fill_scores(m, X, u)
             print(
                 f"| {name} | {precision} | {seed} | {row[0]:.4f} | {row[1]:.4f} | {row[2]:.4f} | {row[3]:.4f} | "
                 f"{m.history_.stopped_epoch} | {fit_s:.1f} |",

@@ -17,10 +17,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import sparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from accuracy import load  # noqa: E402
+from accuracy import fill_scores, masked_input  # noqa: E402
 
 import scdeepimpute as sdi  # noqa: E402
 
@@ -37,15 +36,6 @@ def stop_epoch(val_loss: np.ndarray, tol: float, patience: int) -> int:
     return len(val_loss)
 
 
-def scores(model, X, u) -> list[float]:
-    out = model.impute(X, fills=("detected", "expected"))
-    row = []
-    for fill in ("detected", "expected"):
-        r = sdi.tl.masked_metrics(u["values"], out[fill][u["obs_idx"], u["var_idx"]])
-        row += [r["mse"], r["pearson"]]
-    return row
-
-
 parser = argparse.ArgumentParser()
 parser.add_argument("--datasets", default="pbmc4k_2100,pbmc3k_ds30,mouse1m_10k")
 parser.add_argument("--tols", default="1e-3,3e-3")
@@ -54,10 +44,7 @@ args = parser.parse_args()
 print("| dataset | seed | tol | epochs | detected MSE | detected Pearson | expected MSE | expected Pearson |")
 print("|---|---|---|---|---|---|---|---|")
 for name in args.datasets.split(","):
-    a, _ = load(name)
-    sdi.tl.mask(a, random_state=0)
-    X = sparse.csr_matrix(a.layers["masked"])
-    u = a.uns["masked"]
+    X, u = masked_input(name)
     for seed in range(args.seeds):
         full = sdi.DeepImpute(random_state=seed).fit(X, progress=False)
         val = np.asarray(full.history_.val_loss)
@@ -66,5 +53,5 @@ for name in args.datasets.split(","):
             e = stop_epoch(val, tol, full.params["patience"])
             runs.append((tol, full if e == len(val) else sdi.DeepImpute(random_state=seed, max_epochs=e).fit(X, progress=False)))
         for tol, m in runs:
-            s = scores(m, X, u)
+            s = fill_scores(m, X, u)
             print(f"| {name} | {seed} | {tol:g} | {m.history_.stopped_epoch} | " + " | ".join(f"{x:.4f}" for x in s) + " |", flush=True)
