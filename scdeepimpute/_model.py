@@ -65,7 +65,7 @@ PRESETS: dict[str, dict] = {
         "n_predictors": 5,
         "hidden_units": 256,
         "dropout_rate": 0.2,
-        "learning_rate": 3e-3,
+        "learning_rate": 1e-3,
         "batch_size": 256,
         "max_epochs": 500,
         "patience": 5,
@@ -155,7 +155,7 @@ class DeepImpute:
         5, last-epoch weights, one output head.
     ``preset="default"``
         Chosen by measurement on the masked-value benchmark (``benchmarks/RESULTS_accuracy.md``): every gene
-        with non-zero variance is a target (``min_vmr=0``), Adam at 3e-3 with batch 256 (as
+        with non-zero variance is a target (``min_vmr=0``), Adam at 1e-3 with batch 256 (as
         accurate, several times fewer steps), bfloat16 matrix products where the hardware has them
         (``precision="auto"``), early stopping that ignores improvements below 0.1% (``tol=1e-3``:
         3-42% fewer epochs at the same accuracy), each block restored to its best validation epoch,
