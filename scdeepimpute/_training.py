@@ -7,6 +7,7 @@ the CPU time of a training step.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +18,24 @@ from ._backend import import_keras
 from ._network import FusedBlocks, block_losses
 
 tf, keras = import_keras()
+
+
+class _OwnRetracingFilter(logging.Filter):
+    """Drop TensorFlow's "triggered tf.function retracing" warning about this module's functions only.
+
+    Every :class:`Trainer` compiles its own graphs once (their shapes are the model's); TensorFlow
+    counts each new model's first trace as a retrace and, from the fifth model in a process (a
+    benchmark loop, a notebook), warns about it. Other functions' warnings pass through.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and "Trainer.__init__.<locals>" in message)
+
+
+_tf_logger = logging.getLogger("tensorflow")
+if not any(isinstance(f, _OwnRetracingFilter) for f in _tf_logger.filters):
+    _tf_logger.addFilter(_OwnRetracingFilter())
 
 #: Target rows per host-to-graph chunk; a chunk runs ``chunk_rows // batch_size`` steps in one call.
 CHUNK_ROWS = 8192

@@ -138,3 +138,27 @@ def test_precision_auto_resolves():
     assert resolve_precision("float32") == "float32"
     with pytest.raises(ValueError, match="precision"):
         __import__("scdeepimpute").DeepImpute(precision="float16")
+
+
+def test_no_retracing_warning_from_many_models():
+    """Each model traces its own graphs once; TensorFlow's warning about that is filtered, others are not."""
+    import logging
+
+    import scdeepimpute as sdi
+
+    from .conftest import FAST, make_counts
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    try:
+        X = make_counts(60, 20, seed=1)
+        for seed in range(7):
+            sdi.DeepImpute(**{**FAST, "max_epochs": 1}, random_state=seed).fit(X, progress=False).predict(X)
+        logger.warning("5 out of the last 5 calls to <function other> triggered tf.function retracing.")
+    finally:
+        logger.removeHandler(handler)
+    retracing = [r.getMessage() for r in records if "retracing" in r.getMessage()]
+    assert retracing == ["5 out of the last 5 calls to <function other> triggered tf.function retracing."]
