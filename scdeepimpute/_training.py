@@ -1,8 +1,8 @@
 """Training and inference loops for the fused network: many optimiser steps per TensorFlow call.
 
 Adam updates each variable with TensorFlow's single fused kernel instead of Keras' chain of
-elementwise operations (same update rule): at the paper's batch size of 64 that took a fifth off
-the CPU time of a training step.
+elementwise operations (same update rule), which matters most at the paper's batch size of 64
+(``benchmarks/step_profile.py``).
 """
 
 from __future__ import annotations
@@ -74,8 +74,9 @@ class FusedAdam:
     """Adam (Kingma & Ba), the update of ``keras.optimizers.Adam`` with its default betas and epsilon.
 
     Each variable is updated by one ``ResourceApplyAdam`` kernel rather than Keras' separate
-    elementwise ops: 1.27x less CPU time per batch-64 step on 10k x 3200 simulated cells
-    (3.03 -> 2.39 s per 8192 rows; at batch 256, where matrix products dominate, 1.07x).
+    elementwise ops: 1.14x less CPU time per 8192-row chunk at batch 64 on 10k x 3200 simulated
+    cells (2.63 -> 2.31 s), 1.05x at batch 256 where matrix products dominate (1.82 -> 1.72 s;
+    ``python benchmarks/step_profile.py``).
     """
 
     def __init__(
