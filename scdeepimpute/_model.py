@@ -22,8 +22,8 @@ from ._utils import (
     check_counts as _check_counts,
     check_random_state,
     dense_rows,
+    gene_stats,
     is_dask,
-    mean_var,
     to_memory,
 )
 
@@ -342,8 +342,8 @@ class DeepImpute:
         if is_dask(Xfit):  # out of core: only the training cells are read into memory
             Xfit = to_memory(Xfit)
             _check_counts(Xfit, strict=check_counts, what="the training cells")
-        mean, var = mean_var(Xfit)
-        zero_fraction = 1.0 - _detected_fraction(Xfit)
+        mean, var, detected = gene_stats(Xfit)  # counts are checked non-negative: non-zero = detected
+        zero_fraction = 1.0 - detected
         gene_idx = None if genes is None else _gene_indices(names, genes)
         split = split_targets(
             mean, var, min_vmr=p["min_vmr"], subset_size=p["subset_size"], genes=gene_idx, rng=rng
@@ -356,20 +356,11 @@ class DeepImpute:
         )
 
         _, keras = import_keras()
-        from ._network import BlockLayout, FusedBlocks
+        from ._network import BlockLayout
 
         keras.utils.set_random_seed(self.random_state)
         layout = BlockLayout.from_blocks(split.blocks, predictors, n_extra=int(p["library_size"]))
-        with contextlib.nullcontext() if strategy is None else strategy.scope():
-            net = FusedBlocks(
-                layout,
-                hidden_units=p["hidden_units"],
-                dropout_rate=p["dropout_rate"],
-                detection_head=p["detection_head"],
-                precision=resolve_precision(p["precision"]),
-                seed=self.random_state,
-            )
-        trainer = _trainer(net, p, strategy=strategy)
+        net, trainer = _network_and_trainer(layout, p, self.random_state, strategy=strategy)
         order = rng.permutation(cells.size)
         val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
         log_max = float(np.log1p(_max_value(Xfit)))
@@ -578,7 +569,7 @@ class DeepImpute:
     @classmethod
     def load(cls, path: str | Path) -> DeepImpute:
         """Load a model written by :meth:`save` (no pickle involved)."""
-        from ._network import BlockLayout, FusedBlocks
+        from ._network import BlockLayout
         from ._training import History
 
         path = Path(path)
@@ -597,15 +588,7 @@ class DeepImpute:
         model.predictors_ = [np.asarray(q, dtype=np.int64) for q in config["predictors"]]
         model.selected_ = np.asarray(config["selected"], dtype=np.int64)
         model.layout_ = BlockLayout.from_blocks(model.blocks_, model.predictors_, n_extra=int(p["library_size"]))
-        model.network_ = FusedBlocks(
-            model.layout_,
-            hidden_units=p["hidden_units"],
-            dropout_rate=p["dropout_rate"],
-            detection_head=p["detection_head"],
-            precision=resolve_precision(model.params["precision"]),
-            seed=config["random_state"],
-        )
-        model._trainer = _trainer(model.network_, p)
+        model.network_, model._trainer = _network_and_trainer(model.layout_, model.params, config["random_state"])
         model.network_.load_weights(path / "model.weights.h5")
         h = config["history"]
         model.history_ = History(loss=h["loss"], val_loss=h["val_loss"], best_epoch=np.asarray(h["best_epoch"]))
@@ -647,15 +630,6 @@ def _gene_indices(names: pd.Index, genes: Sequence[str]) -> np.ndarray:
     return names.get_indexer(genes.unique())
 
 
-def _detected_fraction(X) -> np.ndarray:
-    """Per-gene fraction of cells with a count > 0 (float64), dense or sparse, in row chunks."""
-    count = np.zeros(X.shape[1], dtype=np.float64)
-    for start in range(0, X.shape[0], PREDICT_ROWS):
-        block = X[start : start + PREDICT_ROWS]
-        count += np.asarray((block > 0).sum(axis=0), dtype=np.float64).ravel()
-    return count / max(X.shape[0], 1)
-
-
 def _max_value(X) -> float:
     if sparse.issparse(X):
         return float(X.max()) if X.nnz else 0.0
@@ -689,16 +663,28 @@ def _batch(logged: np.ndarray, layout, covariates: np.ndarray | None) -> np.ndar
     return out
 
 
-def _trainer(net, params: dict, *, strategy=None):
+def _network_and_trainer(layout, params: dict, seed: int, *, strategy=None):
+    """The fused network for ``layout`` and its trainer (variables on ``strategy``'s replicas when given)."""
+    from ._network import FusedBlocks
     from ._training import Trainer
 
-    return Trainer(
+    with contextlib.nullcontext() if strategy is None else strategy.scope():
+        net = FusedBlocks(
+            layout,
+            hidden_units=params["hidden_units"],
+            dropout_rate=params["dropout_rate"],
+            detection_head=params["detection_head"],
+            precision=resolve_precision(params["precision"]),
+            seed=seed,
+        )
+    trainer = Trainer(
         net,
         learning_rate=params["learning_rate"],
         batch_size=params["batch_size"],
         value_loss=params["value_loss"],
         strategy=strategy,
     )
+    return net, trainer
 
 
 def _resolve_strategy(strategy):

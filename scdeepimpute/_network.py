@@ -9,6 +9,7 @@ exactly the independent networks of the paper, trained in one computation.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -196,17 +197,17 @@ def block_losses(
 #: Detection probabilities are clipped to [0, 1 - P_MAX_GAP] before the Poisson link (lambda <= 13.8).
 P_MAX_GAP = 1e-6
 _LAMBDA_GRID = np.geomspace(1e-6, -np.log(P_MAX_GAP), 1024)
-_LOG1P_IF_DETECTED = None
 
 
-def _poisson_table() -> np.ndarray:
-    """E[log1p X | X > 0] for X ~ Poisson(lambda) on ``_LAMBDA_GRID`` (sum over k = 1..200; lambda <= 13.8)."""
+@functools.cache
+def _poisson_table() -> tuple[np.ndarray, np.ndarray]:
+    """``(log lambda, E[log1p X | X > 0])`` for X ~ Poisson(lambda) on ``_LAMBDA_GRID`` (sum over k = 1..200)."""
     from scipy.special import gammaln
 
     k = np.arange(1, 201, dtype=np.float64)
     lam = _LAMBDA_GRID[:, None]
     pmf = np.exp(k * np.log(lam) - lam - gammaln(k + 1))
-    return (pmf * np.log1p(k)).sum(axis=1) / -np.expm1(-_LAMBDA_GRID)
+    return np.log(_LAMBDA_GRID), (pmf * np.log1p(k)).sum(axis=1) / -np.expm1(-_LAMBDA_GRID)
 
 
 def poisson_log1p_if_detected(p: np.ndarray) -> np.ndarray:
@@ -225,9 +226,7 @@ def poisson_log1p_if_detected(p: np.ndarray) -> np.ndarray:
     -------
     float32 array of the same shape.
     """
-    global _LOG1P_IF_DETECTED  # noqa: PLW0603 - built once, on first use
-    if _LOG1P_IF_DETECTED is None:
-        _LOG1P_IF_DETECTED = _poisson_table()
+    log_grid, table = _poisson_table()
     # float32 working copies: this runs on every predicted chunk, and the dask path bounds its memory
     x = np.array(p, dtype=np.float32)  # a copy, worked on in place
     np.clip(x, 0.0, np.float32(1.0 - P_MAX_GAP), out=x)
@@ -236,7 +235,7 @@ def poisson_log1p_if_detected(p: np.ndarray) -> np.ndarray:
     np.negative(x, out=x)  # lambda = -log(1 - p)
     with np.errstate(divide="ignore"):
         np.log(x, out=x)  # lambda = 0 -> -inf -> the table's first value (the p -> 0 limit, log 2)
-    return np.interp(x, np.log(_LAMBDA_GRID), _LOG1P_IF_DETECTED).astype(np.float32)
+    return np.interp(x, log_grid, table).astype(np.float32)
 
 
 def value_if_detected(value: np.ndarray, p: np.ndarray, zero_fraction: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ elementwise operations (same update rule), which matters most at the paper's bat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -132,22 +133,20 @@ class Trainer:
         self.batch_size = batch_size
         self.strategy = strategy
         n_cols = net.layout.width
-        if strategy is None:
+        if strategy is not None and batch_size % strategy.num_replicas_in_sync:
+            n_replicas = strategy.num_replicas_in_sync
+            msg = (
+                f"batch_size={batch_size} is not divisible by the {n_replicas} replicas of the distribution "
+                f"strategy; choose a batch_size that is a multiple of {n_replicas}."
+            )
+            raise ValueError(msg)
+        # with a strategy, the weights, Adam's slots and step counter are mirrored on every replica
+        with contextlib.nullcontext() if strategy is None else strategy.scope():
             net.build()
             self.variables = net.block_variables()
             self.optimizer = FusedAdam(self.variables, learning_rate)
-        else:
+        if strategy is not None:
             n_replicas = strategy.num_replicas_in_sync
-            if batch_size % n_replicas:
-                msg = (
-                    f"batch_size={batch_size} is not divisible by the {n_replicas} replicas of the distribution "
-                    f"strategy; choose a batch_size that is a multiple of {n_replicas}."
-                )
-                raise ValueError(msg)
-            with strategy.scope():  # weights, Adam's slots and step counter: mirrored on every replica
-                net.build()
-                self.variables = net.block_variables()
-                self.optimizer = FusedAdam(self.variables, learning_rate)
             devices = ", ".join(strategy.extended.worker_devices)
             logg.info(
                 f"    training on {n_replicas} replica(s) with {type(strategy).__name__}: {devices} "
@@ -296,7 +295,7 @@ class Trainer:
                     keep[improved] = v.numpy()[improved]
             best_epoch[improved] = epoch
             best_block = np.minimum(best_block, val_block)
-            if val_loss < best_total - tol * abs(best_total) or not np.isfinite(best_total):
+            if best_total == np.inf or val_loss < best_total - tol * abs(best_total):
                 best_total, wait = val_loss, 0
             else:
                 wait += 1

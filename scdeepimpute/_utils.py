@@ -117,11 +117,12 @@ def check_counts(X, *, strict: bool = False, what: str = "input") -> bool:
     return all_integer
 
 
-def mean_var(X, *, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and variance (float64), for dense or sparse ``X``, in row chunks."""
+def gene_stats(X, *, ddof: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-column mean, variance and fraction of non-zero entries (float64), dense or sparse, in one pass."""
     n = X.shape[0]
     s = np.zeros(X.shape[1], dtype=np.float64)
     ss = np.zeros(X.shape[1], dtype=np.float64)
+    nonzero = np.zeros(X.shape[1], dtype=np.float64)
     for start in range(0, n, _ROW_CHUNK):
         block = X[start : start + _ROW_CHUNK]
         if sparse.issparse(block):
@@ -132,9 +133,16 @@ def mean_var(X, *, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
             block = np.asarray(block, dtype=np.float64)
             s += block.sum(axis=0)
             ss += np.einsum("ij,ij->j", block, block)
+        nonzero += np.asarray((block != 0).sum(axis=0), dtype=np.float64).ravel()
     mean = s / n
     var = (ss - n * mean**2) / max(n - ddof, 1)
-    return mean, np.maximum(var, 0.0)
+    return mean, np.maximum(var, 0.0), nonzero / max(n, 1)
+
+
+def mean_var(X, *, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and variance (float64), for dense or sparse ``X``, in row chunks."""
+    mean, var, _ = gene_stats(X, ddof=ddof)
+    return mean, var
 
 
 def dense_rows(X, rows=None, cols=None, dtype=np.float32) -> np.ndarray:

@@ -85,11 +85,13 @@ def test_impute_transfers_by_gene_name(model, data):
     np.testing.assert_allclose(lazy.compute(), ref, rtol=1e-6)
 
 
-def test_impute_to_zarr_adds_layers_readable_by_anndata(model, data, tmp_path):
+@pytest.mark.parametrize("target", ["path", "group at the sub-path"])
+def test_impute_to_zarr_adds_layers_readable_by_anndata(model, data, tmp_path, target):
     lazy = lazy_copy(data, dense=False, chunk=50)
     path = tmp_path / "out.zarr"
     lazy.write_zarr(path)  # X streamed from the dask array
-    arrays = sdx.impute_to_zarr(model, lazy, path / "layers")
+    layers = path / "layers" if target == "path" else zarr.open_group(str(path / "layers"), mode="a")
+    arrays = sdx.impute_to_zarr(model, lazy, layers)
     assert set(arrays) == {"imputed", "imputed_detected"}
     back = ad.read_zarr(path)  # no consolidate_metadata needed: impute_to_zarr keeps it current
     ref = model.impute(data)

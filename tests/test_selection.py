@@ -13,7 +13,7 @@ from scdeepimpute._selection import (
     split_targets,
     top_predictors,
 )
-from scdeepimpute._utils import mean_var
+from scdeepimpute._utils import gene_stats, mean_var
 
 from .conftest import make_counts
 
@@ -29,6 +29,8 @@ def test_mean_var_matches_numpy(fmt):
     mean, var = mean_var(M)
     np.testing.assert_allclose(mean, X.mean(0), rtol=1e-6)
     np.testing.assert_allclose(var, X.var(0, ddof=1), rtol=1e-5)
+    _, _, detected = gene_stats(M)
+    np.testing.assert_array_equal(detected, (X > 0).mean(0))
 
 
 @pytest.mark.parametrize(("min_vmr", "subset_size"), [(0.5, 8), (0.0, 8), (0.5, 100), (2.0, 4)])

@@ -341,30 +341,38 @@ def store(arrays: Mapping[str, da.Array], group, *, overwrite: bool = False, pro
     else:
         da.store(sources, targets, lock=is_h5, compute=True)
     if not is_h5:
-        import zarr
-
-        # anndata reads a zarr store through its consolidated metadata: without this, new layers stay invisible
-        zarr.consolidate_metadata(group.store)
+        _refresh_consolidated(group)
 
 
 def _open_zarr_group(path: Path):
-    """Open (or create) the zarr group at ``path`` through the outermost zarr group above it.
+    """Open (or create) the zarr group at ``path``, reading its live metadata.
 
-    The consolidated metadata anndata reads live at a store's root, so the group must be opened from
-    there for :func:`store` to refresh them.
+    Not through consolidated metadata: they are a snapshot, blind to the arrays written next.
     """
     import zarr
 
-    path = path.resolve()
-    root = path
-    for parent in path.parents:
+    return zarr.open_group(str(path), mode="a", use_consolidated=False)
+
+
+def _refresh_consolidated(group) -> None:
+    """Re-consolidate the metadata of the outermost zarr group on disk that holds ``group``.
+
+    anndata reads a zarr AnnData through the consolidated metadata at its root; without this, arrays
+    added to its ``layers`` stay invisible. The root is found on disk, so a group opened at a sub-path
+    (``"out.zarr/layers"``) refreshes the AnnData's root too; other stores are consolidated as given.
+    """
+    import zarr
+
+    local_root = getattr(group.store, "root", None)  # zarr.storage.LocalStore: a directory
+    if local_root is None:
+        zarr.consolidate_metadata(group.store)
+        return
+    top = (Path(local_root) / group.path).resolve()
+    for parent in top.parents:
         if not ((parent / "zarr.json").exists() or (parent / ".zgroup").exists()):
             break
-        root = parent
-    # not through the consolidated metadata: they are a snapshot, blind to the arrays written next
-    group = zarr.open_group(str(root), mode="a", use_consolidated=False)
-    relative = path.relative_to(root).as_posix()
-    return group if relative == "." else group.require_group(relative)
+        top = parent
+    zarr.consolidate_metadata(str(top))
 
 
 def _fast_compressors(group):
