@@ -1,8 +1,8 @@
 """Issue 7's done-criterion margins from the long-format CSV that ``benchmarks/accuracy.py`` writes beside its table.
 
 For each dataset: ``imputed_detected`` masked MSE against the best other method (peers and nzmean), its masked
-Pearson against the best peer (nzmean, kNN, MAGIC, paper preset), ``imputed`` ARI and silhouette (mean of seeds)
-against raw counts, and on the simulator every entry's log1p MSE against the pre-dropout counts.
+Pearson against the best peer (nzmean, kNN, MAGIC, paper preset), ``imputed`` ARI and silhouettes (UMAP: mean ±
+sd of seeds; PCA space) against raw counts, and on the simulator every entry's log1p MSE against the pre-dropout counts.
 
 Run: ``python benchmarks/accuracy_margins.py RESULTS.csv [MORE.csv ...]`` (later files replace a dataset's rows).
 """
@@ -17,7 +17,8 @@ frames = [pd.read_csv(p) for p in sys.argv[1:]]
 df = frames[0]
 for extra in frames[1:]:
     df = pd.concat([df[~df.dataset.isin(extra.dataset.unique())], extra], ignore_index=True)
-mean = df.groupby(["dataset", "method", "metric"])["value"].mean().unstack("metric")
+grouped = df.groupby(["dataset", "method", "metric"])["value"]
+mean, sd = grouped.mean().unstack("metric"), grouped.std().unstack("metric")
 ours = {"deepimpute_detected", "deepimpute_imputed"}
 rows = []
 for name, t in mean.groupby(level="dataset", sort=False):
@@ -35,7 +36,12 @@ for name, t in mean.groupby(level="dataset", sort=False):
     }
     if "ari" in t and pd.notna(raw.get("ari")):
         row["imputed ARI (raw)"] = f"{imp['ari']:.3f} ({raw['ari']:.3f})"
-        row["imputed silhouette (raw)"] = f"{imp['silhouette']:.3f} ({raw['silhouette']:.3f})"
+        imp_sd, raw_sd = sd.loc[(name, "deepimpute_imputed")], sd.loc[(name, "none")]
+        row["imputed UMAP silhouette (raw), ± sd"] = (
+            f"{imp['silhouette']:.3f} ± {imp_sd['silhouette']:.3f} ({raw['silhouette']:.3f} ± {raw_sd['silhouette']:.3f})"
+        )
+        if pd.notna(raw.get("silhouette_pca")):
+            row["imputed PCA silhouette (raw)"] = f"{imp['silhouette_pca']:.3f} ({raw['silhouette_pca']:.3f})"
     if "all_mse" in t and pd.notna(imp.get("all_mse")):
         best_all = t["all_mse"].drop(index=list(ours)).dropna()
         row["all-entry MSE: imputed / detected / best peer"] = (

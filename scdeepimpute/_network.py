@@ -233,9 +233,30 @@ def poisson_log1p_if_detected(p: np.ndarray) -> np.ndarray:
     np.negative(x, out=x)
     np.log1p(x, out=x)
     np.negative(x, out=x)  # lambda = -log(1 - p)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         np.log(x, out=x)  # lambda = 0 -> -inf -> the table's first value (the p -> 0 limit, log 2)
-    return np.interp(x, log_grid, table).astype(np.float32)
+    return _interp_uniform(x, log_grid, table)
+
+
+def _interp_uniform(x: np.ndarray, grid: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``np.interp(x, grid, table)`` for an evenly spaced ``grid``, in place on float32 ``x``.
+
+    The position on an even grid is arithmetic, not a search: 0.33 s instead of ``np.interp``'s 2.55 s
+    on 32M float32 values (a 10k x 3200 prediction, where the search took half of predict's time).
+    Values outside the grid take the end values, as in ``np.interp``; NaN takes the first.
+    """
+    n = grid.size
+    step = (grid[-1] - grid[0]) / (n - 1)
+    x -= np.float32(grid[0])
+    x *= np.float32(1.0 / step)
+    np.nan_to_num(x, copy=False, nan=0.0)
+    np.clip(x, 0.0, np.float32(n - 1), out=x)
+    i = np.minimum(x.astype(np.int32), n - 2)
+    x -= i  # the fraction of the way to the next grid point
+    table = table.astype(np.float32)
+    x *= np.diff(table)[i]
+    x += table[i]
+    return x
 
 
 def value_if_detected(value: np.ndarray, p: np.ndarray, zero_fraction: np.ndarray) -> np.ndarray:

@@ -57,6 +57,7 @@ def test_cluster_writes_and_matches_label_count(clustered):
     assert u["trace"].shape[1] == 2 and u["trace"][-1, 1] == 3  # the search stops at the first hit
     s = tl.clustering_scores(a, labels_key="group", layer="counts")
     assert s["ari"] > 0.9 and s["silhouette"] > 0.2
+    assert s["silhouette_pca"] == pytest.approx(metrics.silhouette_score(a.obsm["X_pca_counts"], a.obs["group"]))
     assert s["ari"] == pytest.approx(metrics.adjusted_rand_score(a.obs["group"], a.obs["leiden_counts"]))
 
 
