@@ -112,6 +112,23 @@ def mask_nonzeros(X: sparse.csr_matrix, n_per_gene: int = 10, seed: int = 0):
     return Xc.tocsr(), np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
 
 
+def masked_speed_data(n_cells: int, n_genes: int, cache: Path = CACHE):
+    """The speed data masked by ``mask_nonzeros(X, 10, seed=0)``: ``(masked CSR, rows, cols, truth)``.
+
+    Written once beside the unmasked matrix, so that a benchmark process loads only the masked input (the
+    masking itself holds two copies of the matrix, which would set that process's peak memory).
+    """
+    path = cache / f"sim_{n_genes}g_{n_cells}c_masked10.npz"
+    if not path.exists():
+        X = sparse.load_npz(speed_data_path(n_cells, n_genes, cache)).tocsr()
+        Xm, rows, cols, truth = mask_nonzeros(X, 10, seed=0)
+        np.savez(path, data=Xm.data, indices=Xm.indices, indptr=Xm.indptr, shape=np.asarray(Xm.shape),
+                 rows=rows, cols=cols, truth=truth)
+    z = np.load(path)
+    Xm = sparse.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]), copy=False)
+    return Xm, z["rows"], z["cols"], z["truth"]
+
+
 def masked_mse(truth: np.ndarray, imputed: np.ndarray) -> float:
     return float(np.mean((np.log1p(truth) - np.log1p(np.clip(imputed, 0, None))) ** 2))
 

@@ -1,7 +1,9 @@
 """Where the memory goes: RSS (sampled every 50 ms) while loading, fitting (3 epochs) and predicting 50k x 3200 cells.
 
-Uses the simulated 50k-cell cache of ``benchmarks/speed.py`` (run that first). Run: ``python benchmarks/memory_50k.py``
+Uses the simulated 50k-cell cache of ``benchmarks/speed.py`` (run that first).
+Run: ``python benchmarks/memory_50k.py [--chunk-rows N]`` (N: rows per training chunk, default the package's)
 """
+import argparse
 import os
 import sys
 import threading
@@ -13,11 +15,15 @@ import psutil
 from scipy import sparse
 
 import scdeepimpute as sdi
+import scdeepimpute._training as training
 from scdeepimpute._backend import import_keras
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _common as C  # noqa: E402
 
+parser = argparse.ArgumentParser()
+parser.add_argument("--chunk-rows", type=int, default=training.CHUNK_ROWS)
+training.CHUNK_ROWS = parser.parse_args().chunk_rows
 proc = psutil.Process(os.getpid())
 peak = [0]
 

@@ -36,6 +36,7 @@ def deepimpute(  # noqa: PLR0913
     max_epochs: int | None = None,
     patience: int | None = None,
     tol: float | None = None,
+    epoch_size: int | None = None,
     validation_fraction: float | None = None,
     restore_best_weights: bool | None = None,
     detection_head: bool | None = None,
@@ -86,7 +87,7 @@ def deepimpute(  # noqa: PLR0913
         ``"default"`` (tuned) or ``"paper"`` (published hyperparameters); see :class:`~scdeepimpute.DeepImpute`.
     genes
         Impute these genes instead of those passing ``min_vmr``.
-    min_vmr, subset_size, n_predictors, hidden_units, dropout_rate, learning_rate, batch_size, max_epochs, patience, tol, validation_fraction, restore_best_weights, detection_head, library_size, value_loss, precision
+    min_vmr, subset_size, n_predictors, hidden_units, dropout_rate, learning_rate, batch_size, max_epochs, patience, tol, epoch_size, validation_fraction, restore_best_weights, detection_head, library_size, value_loss, precision
         Hyperparameters; ``None`` takes the preset's value (see :class:`~scdeepimpute.DeepImpute`).
     policy
         ``"restore"`` (replace zeros only), ``"all"`` (model output for every entry of a target gene)

@@ -52,6 +52,7 @@ PRESETS: dict[str, dict] = {
         "max_epochs": 500,
         "patience": 5,
         "tol": 0.0,
+        "epoch_size": None,
         "validation_fraction": 0.05,
         "restore_best_weights": False,
         "detection_head": False,
@@ -70,6 +71,7 @@ PRESETS: dict[str, dict] = {
         "max_epochs": 500,
         "patience": 5,
         "tol": 1e-3,
+        "epoch_size": 10_000,
         "validation_fraction": 0.05,
         "restore_best_weights": True,
         "detection_head": True,
@@ -111,6 +113,7 @@ def _validate_hyperparameters(p: dict) -> None:
         ("max_epochs", p["max_epochs"] >= 1),
         ("patience", p["patience"] >= 1),
         ("tol", 0 <= p["tol"] < 1),
+        ("epoch_size", p["epoch_size"] is None or p["epoch_size"] >= 1),
         ("validation_fraction", 0 < p["validation_fraction"] < 1),
         ("min_vmr", p["min_vmr"] >= 0),
         ("value_loss", p["value_loss"] in ("weighted", "nonzero")),
@@ -194,6 +197,11 @@ class DeepImpute:
     tol
         Early stopping: an epoch counts as an improvement only if it lowers the best summed
         validation loss by more than ``tol`` times that loss (relative; 0 = any decrease).
+    epoch_size
+        Training cells per epoch, the unit of early stopping (validation, ``patience``, best weights):
+        each epoch takes the next ``epoch_size`` cells of a shuffled pass over the training cells, so
+        on large data the stopping rule is checked every ``epoch_size`` cells instead of once per pass.
+        With fewer training cells (or the paper preset's ``None``) an epoch is one pass over all of them.
     validation_fraction
         Fraction of (training) cells held out for early stopping.
     restore_best_weights
@@ -236,6 +244,7 @@ class DeepImpute:
         max_epochs: int | None = None,
         patience: int | None = None,
         tol: float | None = None,
+        epoch_size: int | None = None,
         validation_fraction: float | None = None,
         restore_best_weights: bool | None = None,
         detection_head: bool | None = None,
@@ -382,6 +391,7 @@ class DeepImpute:
             max_epochs=p["max_epochs"],
             patience=p["patience"],
             tol=p["tol"],
+            epoch_size=p["epoch_size"],
             restore_best_weights=p["restore_best_weights"],
             rng=rng,
             progress=progress,

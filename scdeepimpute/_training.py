@@ -39,7 +39,9 @@ if not any(isinstance(f, _OwnRetracingFilter) for f in _tf_logger.filters):
     _tf_logger.addFilter(_OwnRetracingFilter())
 
 #: Target rows per host-to-graph chunk; a chunk runs ``chunk_rows // batch_size`` steps in one call.
-CHUNK_ROWS = 8192
+#: 2048 rows trained as fast as 8192 (same losses; process CPU 11.5-11.7 vs 12.0-13.2 s for 4 epochs on
+#: 10k x 3200 cells) with smaller buffers: 50k-cell fit peak 1780 instead of 1974 MB.
+CHUNK_ROWS = 2048
 
 
 @dataclass
@@ -257,6 +259,7 @@ class Trainer:
         max_epochs: int,
         patience: int,
         tol: float = 0.0,
+        epoch_size: int | None = None,
         restore_best_weights: bool,
         rng: np.random.Generator,
         progress: bool = False,
@@ -269,6 +272,9 @@ class Trainer:
 
         With ``restore_best_weights``, each block gets back the weights of its own best epoch:
         blocks share no parameter, so this is the paper's "each sub-network trained on its own".
+
+        An epoch is one shuffled pass over ``train_rows``, or, when ``epoch_size`` is smaller, the
+        next ``epoch_size`` rows of consecutive shuffled passes.
         """
         history = History()
         variables = self.variables
@@ -278,8 +284,14 @@ class Trainer:
         best_total, wait = np.inf, 0
         chunk = max(self.batch_size, CHUNK_ROWS // self.batch_size * self.batch_size)
         bar = _progress(max_epochs, progress)
+        pending = train_rows[:0]  # rows of the current pass not yet trained on (epoch_size < rows only)
         for epoch in range(1, max_epochs + 1):
-            order = rng.permutation(train_rows)
+            if epoch_size is None or epoch_size >= train_rows.size:
+                order = rng.permutation(train_rows)
+            else:
+                if pending.size < epoch_size:
+                    pending = np.concatenate([pending, rng.permutation(train_rows)])
+                order, pending = pending[:epoch_size], pending[epoch_size:]
             losses = []
             for start in range(0, order.size, chunk):
                 data, weights = _padded(load_rows(order[start : start + chunk]), self.batch_size)

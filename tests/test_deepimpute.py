@@ -293,3 +293,36 @@ def test_tol_counts_only_large_improvements(tol, patience):
     assert loose.history_.stopped_epoch > 1 + patience  # the loss still falls by small steps
     with pytest.raises(ValueError, match="tol"):
         sdi.DeepImpute(tol=-0.1)
+
+
+def test_epoch_size_takes_consecutive_slices_of_shuffled_passes(monkeypatch):
+    """With ``epoch_size`` below the training cells, each epoch trains on the next ``epoch_size`` cells of a pass."""
+    import scdeepimpute._model as model_module
+
+    loads = []
+    original = model_module._logged_rows
+
+    def recording(X, columns):
+        load = original(X, columns)
+        return lambda rows: loads.append(np.array(rows)) or load(rows)
+
+    monkeypatch.setattr(model_module, "_logged_rows", recording)
+    X = make_counts(200, 30, seed=3)
+    params = {**FAST, "max_epochs": 6, "patience": 100}
+    sdi.DeepImpute(**params, epoch_size=50).fit(X, progress=False)
+    train, val = loads[0::2], loads[1::2]  # per epoch: one training chunk, then the validation cells
+    assert [t.size for t in train] == [50] * 6
+    n_train = 200 - val[0].size
+    first_pass = np.concatenate(train[: n_train // 50])
+    assert np.unique(first_pass).size == first_pass.size  # no cell twice within a pass
+    assert not np.isin(first_pass, val[0]).any()
+    assert all(np.array_equal(v, val[0]) for v in val)
+    with pytest.raises(ValueError, match="epoch_size"):
+        sdi.DeepImpute(epoch_size=0)
+
+
+def test_epoch_size_at_least_the_training_cells_is_one_pass_per_epoch():
+    X = make_counts(120, 30, seed=5)
+    runs = [sdi.DeepImpute(**FAST, epoch_size=size).fit(X, progress=False) for size in (None, 10**6)]
+    np.testing.assert_array_equal(runs[0].history_.loss, runs[1].history_.loss)
+    np.testing.assert_array_equal(runs[0].predict(X), runs[1].predict(X))

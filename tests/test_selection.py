@@ -150,3 +150,16 @@ def test_top_predictors_first_seen_order_and_ties():
     got = top_predictors(corr, np.arange(4), 2)
     # row 0: col 0 then the tie 2 vs 3 broken by the lower index; row 1: col 1 then col 2 (already seen)
     np.testing.assert_array_equal(got, [0, 2, 1])
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_top_k_columns_is_a_stable_argsort(ties):
+    """Property: the partition-based top-k equals the first k columns of a stable argsort, ties included."""
+    from scdeepimpute._selection import _top_k_columns
+
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        n_rows, n_cols = rng.integers(1, 20), rng.integers(1, 30)
+        k = int(rng.integers(1, n_cols + 1))
+        values = rng.integers(0, 3, (n_rows, n_cols)) / 2 if ties else rng.random((n_rows, n_cols))
+        np.testing.assert_array_equal(_top_k_columns(values, k), np.argsort(-values, axis=1, kind="stable")[:, :k])
