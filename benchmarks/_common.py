@@ -115,16 +115,21 @@ def mask_nonzeros(X: sparse.csr_matrix, n_per_gene: int = 10, seed: int = 0):
 def masked_speed_data(n_cells: int, n_genes: int, cache: Path = CACHE):
     """The speed data masked by ``mask_nonzeros(X, 10, seed=0)``: ``(masked CSR, rows, cols, truth)``.
 
-    Written once beside the unmasked matrix, so that a benchmark process loads only the masked input (the
-    masking itself holds two copies of the matrix, which would set that process's peak memory).
+    Written once (a folder of ``.npy`` arrays beside the unmasked matrix), so that a benchmark process reads
+    only the masked input, straight into its arrays: masking holds two copies of the matrix, and reading an
+    ``.npz`` member holds its bytes beside the array, either of which would set that process's peak memory.
     """
-    path = cache / f"sim_{n_genes}g_{n_cells}c_masked10.npz"
-    if not path.exists():
+    folder = cache / f"sim_{n_genes}g_{n_cells}c_masked10"
+    names = ("data", "indices", "indptr", "shape", "rows", "cols", "truth")
+    if not all((folder / f"{k}.npy").exists() for k in names):
         X = sparse.load_npz(speed_data_path(n_cells, n_genes, cache)).tocsr()
         Xm, rows, cols, truth = mask_nonzeros(X, 10, seed=0)
-        np.savez(path, data=Xm.data, indices=Xm.indices, indptr=Xm.indptr, shape=np.asarray(Xm.shape),
-                 rows=rows, cols=cols, truth=truth)
-    z = np.load(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {"data": Xm.data, "indices": Xm.indices, "indptr": Xm.indptr, "shape": np.asarray(Xm.shape),
+                  "rows": rows, "cols": cols, "truth": truth}
+        for k, v in arrays.items():
+            np.save(folder / f"{k}.npy", v)
+    z = {k: np.load(folder / f"{k}.npy") for k in names}
     Xm = sparse.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]), copy=False)
     return Xm, z["rows"], z["cols"], z["truth"]
 

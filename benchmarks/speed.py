@@ -25,9 +25,9 @@ Methods:
   ``SDI_MAGIC_PATH`` to a folder to add to ``sys.path``, e.g. one made with ``pip install --target``).
 
 Training GFLOP/s = 3 x forward flops (2 per multiply-add, real unpadded block sizes, detection head
-included) x training cells x epochs / fit seconds (fit also includes gene selection and the validation
-passes, so this is a lower bound on the training loop's rate). Matmul GFLOP/s: best of 5 float32
-``tf.matmul`` of 4096 x 4096, measured in this run before and after the table.
+included) x cells trained per epoch (all training cells, or ``epoch_size``) x epochs / fit seconds (fit also
+includes gene selection and the validation passes, so this is a lower bound on the training loop's rate).
+Matmul GFLOP/s: best of 5 float32 ``tf.matmul`` of 4096 x 4096, measured in this run before and after the table.
 
 Usage (from the repository root)::
 
@@ -82,8 +82,9 @@ def _worker_deepimpute(method: str, Xm, max_epochs: int | None):
     blocks = C.Blocks(model.blocks_, model.predictors_, model.layout_)
     fwd = blocks.forward_flops_per_cell(p["hidden_units"], p["detection_head"])
     n_train = model.n_cells_fit_ - max(1, round(p["validation_fraction"] * model.n_cells_fit_))
+    per_epoch = n_train if p["epoch_size"] is None else min(n_train, p["epoch_size"])  # cells trained per epoch
     epochs = int(model.history_.stopped_epoch)
-    return imputed, fit_s, predict_s, epochs, 3.0 * fwd * n_train * epochs, len(model.targets_)
+    return imputed, fit_s, predict_s, epochs, 3.0 * fwd * per_epoch * epochs, len(model.targets_)
 
 
 def _worker_original(Xm, max_epochs: int | None):

@@ -97,7 +97,9 @@ def test_split_targets_user_genes_and_errors():
     [(2.0, 1e-10), (0.0, 1e-5)],
     ids=["sparse-float64", "dense-float32"],
 )
-def test_abs_correlation_matches_corrcoef(fmt, density_threshold, atol, monkeypatch):
+# few targets: one general product per block; most genes as targets: one symmetric (syrk) product on the dense path
+@pytest.mark.parametrize("targets", [np.array([0, 3, 6, 7, 10]), np.arange(15)], ids=["few-targets", "most-genes"])
+def test_abs_correlation_matches_corrcoef(fmt, density_threshold, atol, targets, monkeypatch):
     from scdeepimpute import _selection
 
     monkeypatch.setattr(_selection, "DENSE_PRODUCT_DENSITY", density_threshold)
@@ -106,7 +108,6 @@ def test_abs_correlation_matches_corrcoef(fmt, density_threshold, atol, monkeypa
     X[:, 7] += 1000  # large mean, small spread: uncentred float32 products would lose it to cancellation
     M = X if fmt == "dense" else sparse.csr_matrix(X)
     mean, var = mean_var(M)
-    targets = np.array([0, 3, 6, 7, 10])
     got = abs_correlation(M, targets, mean, var)
     with np.errstate(invalid="ignore", divide="ignore"):
         ref = np.abs(np.corrcoef(X.T.astype(np.float64)))[targets]

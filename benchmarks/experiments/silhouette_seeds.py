@@ -4,7 +4,8 @@ For each dataset (benchmark protocol, masked input): raw counts and one scdeepim
 (``sdi.tl.cluster``, Leiden bisected to the number of labels) with several pipeline seeds (PCA/neighbours/UMAP/Leiden);
 prints the UMAP silhouette (the benchmark's), the silhouette in PCA space and ARI, per pipeline seed.
 
-Run: ``python benchmarks/experiments/silhouette_seeds.py [--datasets celseq2,celseq2_5cl_p1] [--fit-seeds 0] [--umap-seeds 5]``
+Run: ``python benchmarks/experiments/silhouette_seeds.py [--datasets celseq2,celseq2_5cl_p1] [--fit-seeds 0]
+[--umap-seeds 5]``
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ for name in args.datasets.split(","):
             k = "X" if layer is None else layer
             pca_sil = float(metrics.silhouette_score(b.obsm[f"X_pca_{k}"], lab))
             rows.append((s["silhouette"], pca_sil, s["ari"]))
-            print(f"| {name} | {lname} | {fseed or '-'} | {ps} | {s['silhouette']:.3f} | {pca_sil:.3f} | {s['ari']:.3f} |", flush=True)
+            row = f"| {name} | {lname} | {fseed or '-'} | {ps} | {s['silhouette']:.3f} | {pca_sil:.3f} | {s['ari']:.3f} |"
+            print(row, flush=True)
         m = np.mean(rows, axis=0)
         sd = np.std(rows, axis=0, ddof=1)
-        print(f"| {name} | {lname} | {fseed or '-'} | mean ± sd | {m[0]:.3f} ± {sd[0]:.3f} | {m[1]:.3f} ± {sd[1]:.3f} | {m[2]:.3f} |", flush=True)
+        summary = f"{m[0]:.3f} ± {sd[0]:.3f} | {m[1]:.3f} ± {sd[1]:.3f} | {m[2]:.3f}"
+        print(f"| {name} | {lname} | {fseed or '-'} | mean ± sd | {summary} |", flush=True)
