@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 MIN_CELLS = 20
 
 #: Cells per prediction chunk: bounds the dense working copies of a chunk (input, log input, outputs).
-PREDICT_ROWS = 2048
+#: On 50k x 3200 simulated cells 512 rows needed 40 MB beside the 610 MB output (2048: 196-225 MB) and
+#: predicted faster, 8.2-8.9 s against 11.4-11.6 s (``benchmarks/experiments/predict_rows.py``).
+PREDICT_ROWS = 512
 
 #: Hyperparameters of the two presets. ``"paper"`` is the published method (Arisdakessian et al.
 #: 2019, and the authors' ``MultiNet`` class defaults); ``"default"`` is chosen by measurement

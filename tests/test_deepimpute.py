@@ -326,3 +326,14 @@ def test_epoch_size_at_least_the_training_cells_is_one_pass_per_epoch():
     runs = [sdi.DeepImpute(**FAST, epoch_size=size).fit(X, progress=False) for size in (None, 10**6)]
     np.testing.assert_array_equal(runs[0].history_.loss, runs[1].history_.loss)
     np.testing.assert_array_equal(runs[0].predict(X), runs[1].predict(X))
+
+
+def test_prediction_does_not_depend_on_chunking(monkeypatch):
+    import scdeepimpute._model as model_module
+
+    X = sparse.csr_matrix(make_counts(150, 30, seed=8))
+    model = sdi.DeepImpute(**FAST).fit(X, progress=False)
+    whole = model.impute(X)
+    monkeypatch.setattr(model_module, "PREDICT_ROWS", 7)  # 22 chunks, the last one short
+    for fill, values in model.impute(X).items():
+        np.testing.assert_allclose(values, whole[fill], rtol=1e-6, atol=1e-7)
