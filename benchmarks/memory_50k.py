@@ -1,7 +1,8 @@
 """Where the memory goes: RSS (sampled every 50 ms) while loading, fitting (3 epochs) and predicting 50k x 3200 cells.
 
 Uses the simulated 50k-cell cache of ``benchmarks/speed.py`` (run that first).
-Run: ``python benchmarks/memory_50k.py [--chunk-rows N]`` (N: rows per training chunk, default the package's)
+Run: ``python benchmarks/memory_50k.py [--chunk-rows N] [--eval-rows M]`` (rows per training chunk and per
+validation call; default the package's)
 """
 import argparse
 import os
@@ -23,7 +24,9 @@ import _common as C  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--chunk-rows", type=int, default=training.CHUNK_ROWS)
-training.CHUNK_ROWS = parser.parse_args().chunk_rows
+parser.add_argument("--eval-rows", type=int, default=training.EVAL_ROWS)
+args = parser.parse_args()
+training.CHUNK_ROWS, training.EVAL_ROWS = args.chunk_rows, args.eval_rows
 proc = psutil.Process(os.getpid())
 peak = [0]
 
@@ -42,6 +45,7 @@ def mb() -> float:
 
 
 X = sparse.load_npz(C.speed_data_path(50000, 3200)).tocsr().astype(np.float32)
+print(f"chunk rows {training.CHUNK_ROWS}, validation rows {training.EVAL_ROWS}")
 print(f'X CSR {(X.data.nbytes + X.indices.nbytes + X.indptr.nbytes)/2**20:.0f} MB; rss after load {mb():.0f} MB')
 tf, _ = import_keras()
 tf.zeros(1)  # start the runtime, so that its memory is not counted as the fit's
