@@ -39,8 +39,9 @@ if not any(isinstance(f, _OwnRetracingFilter) for f in _tf_logger.filters):
     _tf_logger.addFilter(_OwnRetracingFilter())
 
 #: Target rows per host-to-graph chunk; a chunk runs ``chunk_rows // batch_size`` steps in one call.
-#: 2048 rows trained as fast as 8192 (same losses; process CPU 11.5-11.7 vs 12.0-13.2 s for 4 epochs on
-#: 10k x 3200 cells) with smaller buffers: 50k-cell fit peak 1780 instead of 1974 MB.
+#: 2048 rows train with the same losses as 8192 and less CPU (10.5-10.7 vs 12.7-12.8 s for 4 epochs on
+#: 10k x 3200 cells, ``benchmarks/experiments/chunk_rows.py``) and smaller buffers (50k cells: fit peak
+#: 1621 instead of 1895 MB, ``benchmarks/memory_50k.py --chunk-rows``).
 CHUNK_ROWS = 2048
 
 #: Rows per validation call. TensorFlow's oneDNN CPU allocator keeps the memory it once held, so the
