@@ -656,10 +656,9 @@ def _log_library(X) -> np.ndarray:
 def _logged_rows(X, columns: np.ndarray):
     """A function ``rows -> log1p(X[rows][:, columns])`` (dense float32) for the training loop.
 
-    Only the requested rows are logged and densified, so training holds no copy of the input: on
-    50k x 3200 CSR cells a logged copy of the training columns doubled the fit's memory, while
-    logging each chunk's stored values costs no measurable time (it replaces densifying a logged copy's
-    rows; ``benchmarks/memory_50k.py``).
+    Only the requested rows are logged and densified, so training holds no copy of the input (on
+    50k x 3200 CSR cells a logged copy of the training columns took the fit's peak from 2137 to
+    2698 MB; ``benchmarks/memory_50k.py``).
     """
     if sparse.issparse(X):
         X = X.tocsr()
