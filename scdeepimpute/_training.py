@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -301,8 +300,8 @@ class Trainer:
                     pending = np.concatenate([pending, rng.permutation(train_rows)])
                 order, pending = pending[:epoch_size], pending[epoch_size:]
             losses = []
-            chunks = [order[start : start + chunk] for start in range(0, order.size, chunk)]
-            for data, weights in _prefetched(lambda rows: _padded(load_rows(rows), self.batch_size), chunks):
+            for start in range(0, order.size, chunk):
+                data, weights = _padded(load_rows(order[start : start + chunk]), self.batch_size)
                 losses.append(self._train_chunk(data, weights).numpy() * weights.sum())
             train_loss = float(np.sum(losses) / order.size)
             val_block = self.evaluate(load_rows, val_rows)
@@ -338,24 +337,6 @@ class Trainer:
         """Value (log1p) and detection probability (``None`` without a detection head), each (cells, blocks, targets)."""
         outputs = [np.transpose(o.numpy(), (1, 0, 2)) for o in self._predict_chunk(data)]
         return outputs[0], (outputs[1] if len(outputs) > 1 else None)
-
-
-def _prefetched(load: Callable, items: list):
-    """``load(item)`` for each item in order, the next one loaded in a background thread meanwhile.
-
-    TensorFlow releases the GIL while it trains on a chunk, so reading, logging and densifying the next
-    chunk's rows overlaps with it instead of following it.
-    """
-    if len(items) < 2:
-        yield from map(load, items)
-        return
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(load, items[0])
-        for item in items[1:]:
-            current = future.result()
-            future = pool.submit(load, item)
-            yield current
-        yield future.result()
 
 
 def _progress(total: int, enabled: bool):
