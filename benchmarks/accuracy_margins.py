@@ -2,7 +2,8 @@
 
 For each dataset: ``imputed_detected`` masked MSE against the best other method (peers and nzmean), its masked
 Pearson against the best peer (nzmean, kNN, MAGIC, paper preset), ``imputed`` ARI and silhouettes (UMAP: mean ±
-sd of seeds; PCA space) against raw counts, and on the simulator every entry's log1p MSE against the pre-dropout counts.
+sd of seeds, and the mean difference paired by seed; PCA space) against raw counts, and on the simulator every
+entry's log1p MSE against the pre-dropout counts.
 
 Run: ``python benchmarks/accuracy_margins.py RESULTS.csv [MORE.csv ...]`` (later files replace a dataset's rows).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pandas as pd
 
 frames = [pd.read_csv(p) for p in sys.argv[1:]]
@@ -38,8 +40,17 @@ for name, t in mean.groupby(level="dataset", sort=False):
         row["imputed ARI (raw)"] = f"{imp['ari']:.3f} ({raw['ari']:.3f})"
         imp_sd, raw_sd = sd.loc[(name, "deepimpute_imputed")], sd.loc[(name, "none")]
         row["imputed UMAP silhouette (raw), ± sd"] = (
-            f"{imp['silhouette']:.3f} ± {imp_sd['silhouette']:.3f} ({raw['silhouette']:.3f} ± {raw_sd['silhouette']:.3f})"
+            f"{imp['silhouette']:.3f} ± {imp_sd['silhouette']:.3f} "
+            f"({raw['silhouette']:.3f} ± {raw_sd['silhouette']:.3f})"
         )
+        sil = df[(df.dataset == name) & (df.metric == "silhouette")]
+        sil = sil.pivot_table(index="seed", columns="method", values="value")
+        paired = (sil["deepimpute_imputed"] - sil["none"]).dropna()  # same seed: same clustering pipeline seed
+        if paired.size > 1:
+            se = paired.std(ddof=1) / np.sqrt(paired.size)
+            row["UMAP silhouette, imputed - raw, paired by seed (± se)"] = (
+                f"{paired.mean():+.3f} ± {se:.3f} (n={paired.size})"
+            )
         if pd.notna(raw.get("silhouette_pca")):
             row["imputed PCA silhouette (raw)"] = f"{imp['silhouette_pca']:.3f} ({raw['silhouette_pca']:.3f})"
     if "all_mse" in t and pd.notna(imp.get("all_mse")):
