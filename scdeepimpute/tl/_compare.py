@@ -78,8 +78,8 @@ def compare(  # noqa: PLR0913, PLR0912, PLR0915
     shape. It is timed (wall clock, imputation only) and then scored:
 
     * ``mask_key``: MSE and Pearson's r on the masked entries (``log1p``; :func:`masked_metrics`);
-    * ``labels_key``: ARI, AMI, FMI and silhouette after :func:`cluster` (Leiden tuned to the number of
-      labels; :func:`clustering_scores`);
+    * ``labels_key``: ARI, AMI, FMI and the silhouettes in UMAP and PCA space (``silhouette``,
+      ``silhouette_pca``) after :func:`cluster` (Leiden tuned to the number of labels; :func:`clustering_scores`);
     * ``de`` (default: when ``var`` has ``f'{truth_prefix}{group}'`` for every label): DE ROC AUC
       (:func:`de_scores` with ``groupby=labels_key``).
 
