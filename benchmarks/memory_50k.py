@@ -5,14 +5,10 @@ Run: ``python benchmarks/memory_50k.py [--chunk-rows N] [--eval-rows M]`` (rows 
 validation call; default the package's)
 """
 import argparse
-import os
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 from scipy import sparse
 
 import scdeepimpute as sdi
@@ -27,32 +23,17 @@ parser.add_argument("--chunk-rows", type=int, default=training.CHUNK_ROWS)
 parser.add_argument("--eval-rows", type=int, default=training.EVAL_ROWS)
 args = parser.parse_args()
 training.CHUNK_ROWS, training.EVAL_ROWS = args.chunk_rows, args.eval_rows
-proc = psutil.Process(os.getpid())
-peak = [0]
-
-
-def watch():
-    while True:
-        peak[0] = max(peak[0], proc.memory_info().rss)
-        time.sleep(0.05)
-
-
-threading.Thread(target=watch, daemon=True).start()
-
-
-def mb() -> float:
-    return proc.memory_info().rss / 2**20
-
+rss = C.RssSampler(interval=0.05)
 
 X = sparse.load_npz(C.speed_data_path(50000, 3200)).tocsr().astype(np.float32)
 print(f"chunk rows {training.CHUNK_ROWS}, validation rows {training.EVAL_ROWS}")
-print(f'X CSR {(X.data.nbytes + X.indices.nbytes + X.indptr.nbytes)/2**20:.0f} MB; rss after load {mb():.0f} MB')
+print(f"X CSR {(X.data.nbytes + X.indices.nbytes + X.indptr.nbytes) / 2**20:.0f} MB; rss after load {rss.now():.0f} MB")
 tf, _ = import_keras()
 tf.zeros(1)  # start the runtime, so that its memory is not counted as the fit's
-print(f"rss after TF start {mb():.0f}")
-peak[0] = 0
+print(f"rss after TF start {rss.now():.0f}")
+rss.reset()
 m = sdi.DeepImpute(max_epochs=3, patience=10**6).fit(X, progress=False)
-print(f"fit (3 epochs): peak {peak[0] / 2**20:.0f} MB, rss after {mb():.0f}")
-peak[0] = 0
+print(f"fit (3 epochs): peak {rss.peak():.0f} MB, rss after {rss.now():.0f}")
+rss.reset()
 out = m.predict(X)
-print(f'predict: peak {peak[0]/2**20:.0f} MB, rss after {mb():.0f}; output {out.nbytes/2**20:.0f} MB')
+print(f"predict: peak {rss.peak():.0f} MB, rss after {rss.now():.0f}; output {out.nbytes / 2**20:.0f} MB")

@@ -5,8 +5,8 @@ cells: fit and predict wall time, epochs, peak RSS, training GFLOP/s, and the ma
 (method, cells) pair runs in a fresh subprocess (``--worker``), so the peak RSS (``ru_maxrss`` of that
 process) and TensorFlow state are its own; the same masked matrix is used by every method. Each worker imports
 scanpy (as a scanpy session has) and imports and starts TensorFlow before any timer: scdeepimpute imports both
-lazily, in its first fit, where they had been timed (~4 s of TensorFlow and ~1.4 s of scanpy and its dependencies
-here) against the original structure's fit, which imported Keras before its timer.
+lazily, in its first fit, where they had been timed (importing TensorFlow takes 3.7 s here, then scanpy 0.8 s)
+against the original structure's fit, which imported Keras before its timer.
 
 Data: a Splat-like simulation (see ``_common.SIM_DESCRIPTION``), 50k cells generated once and cached
 under ``$SDI_BENCH_CACHE`` (default /tmp/scdeepimpute_bench); n cells = the first n cells. Masking: for

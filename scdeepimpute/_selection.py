@@ -195,8 +195,7 @@ def top_predictors(corr: np.ndarray, allowed: np.ndarray, n_predictors: int) -> 
 def _top_k_columns(values: np.ndarray, k: int) -> np.ndarray:
     """Per row, the columns of the ``k`` largest values, largest first, lower column first among equal values.
 
-    The first ``k`` columns of a stable ``argsort(-values)``, found by partition instead of a full sort
-    (512 x 3200 correlations, k = 5: 0.05 s instead of 0.15 s).
+    The first ``k`` columns of a stable ``argsort(-values)``, found by partition instead of a full sort.
     """
     neg = -values
     kth = np.partition(neg, k - 1, axis=1)[:, k - 1 : k]

@@ -291,14 +291,13 @@ class Trainer:
         best_total, wait = np.inf, 0
         chunk = max(self.batch_size, CHUNK_ROWS // self.batch_size * self.batch_size)
         bar = _progress(max_epochs, progress)
-        pending = train_rows[:0]  # rows of the current pass not yet trained on (epoch_size < rows only)
+        # an epoch of every row is one whole permutation per epoch, as with a plain shuffle
+        rows_per_epoch = train_rows.size if epoch_size is None else min(epoch_size, train_rows.size)
+        pending = train_rows[:0]  # rows of the current pass not yet trained on
         for epoch in range(1, max_epochs + 1):
-            if epoch_size is None or epoch_size >= train_rows.size:
-                order = rng.permutation(train_rows)
-            else:
-                if pending.size < epoch_size:
-                    pending = np.concatenate([pending, rng.permutation(train_rows)])
-                order, pending = pending[:epoch_size], pending[epoch_size:]
+            if pending.size < rows_per_epoch:
+                pending = np.concatenate([pending, rng.permutation(train_rows)])
+            order, pending = pending[:rows_per_epoch], pending[rows_per_epoch:]
             losses = []
             for start in range(0, order.size, chunk):
                 data, weights = _padded(load_rows(order[start : start + chunk]), self.batch_size)

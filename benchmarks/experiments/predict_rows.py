@@ -10,13 +10,9 @@ Run: ``python benchmarks/experiments/predict_rows.py [--cells 50000] [--sizes 20
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import threading
 import time
 from pathlib import Path
-
-import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _common as C  # noqa: E402
@@ -28,17 +24,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--cells", type=int, default=50000)
 parser.add_argument("--sizes", default="2048,1024,512")
 args = parser.parse_args()
-proc = psutil.Process(os.getpid())
-peak = [0]
-
-
-def watch():
-    while True:
-        peak[0] = max(peak[0], proc.memory_info().rss)
-        time.sleep(0.02)
-
-
-threading.Thread(target=watch, daemon=True).start()
+rss = C.RssSampler()
 C.make_speed_data([args.cells])
 X, _, _, _ = C.masked_speed_data(args.cells, 3200)
 model = sdi.DeepImpute(max_epochs=1).fit(X, progress=False)
@@ -47,11 +33,11 @@ print("|---|---|---|---|---|")
 for _ in range(2):
     for rows in map(int, args.sizes.split(",")):
         model_module.PREDICT_ROWS = rows
-        start_mb = proc.memory_info().rss / 2**20
-        peak[0] = 0
+        start_mb = rss.now()
+        rss.reset()
         t = time.perf_counter()
         out = model.predict(X)
         seconds = time.perf_counter() - t
-        print(f"| {rows} | {start_mb:.0f} | {peak[0] / 2**20 - start_mb:.0f} | {out.nbytes / 2**20:.0f} | {seconds:.1f} |",
+        print(f"| {rows} | {start_mb:.0f} | {rss.peak() - start_mb:.0f} | {out.nbytes / 2**20:.0f} | {seconds:.1f} |",
               flush=True)
         del out

@@ -260,10 +260,15 @@ def clustering_metrics(labels: Sequence, clusters: Sequence, embedding: np.ndarr
         "fmi": float(metrics.fowlkes_mallows_score(labels, clusters)),
     }
     if embedding is not None:
-        n_labels = np.unique(labels).size
-        ok = 2 <= n_labels <= len(labels) - 1
-        out["silhouette"] = float(metrics.silhouette_score(np.asarray(embedding), labels)) if ok else float("nan")
+        out["silhouette"] = _silhouette(embedding, labels)
     return out
+
+
+def _silhouette(embedding, labels: np.ndarray) -> float:
+    """Euclidean silhouette of ``embedding`` by ``labels``; NaN where it is undefined (< 2 or n labels)."""
+    n_labels = np.unique(labels).size
+    ok = 2 <= n_labels <= len(labels) - 1
+    return float(metrics.silhouette_score(np.asarray(embedding), labels)) if ok else float("nan")
 
 
 def clustering_scores(
@@ -310,6 +315,6 @@ def clustering_scores(
         raise KeyError(msg)
     labels = adata.obs[labels_key].to_numpy()
     out = clustering_metrics(labels, adata.obs[ckey].to_numpy(), adata.obsm[ekey])
-    out["silhouette_pca"] = clustering_metrics(labels, labels, adata.obsm[pkey])["silhouette"]
+    out["silhouette_pca"] = _silhouette(adata.obsm[pkey], labels)
     return out
 
