@@ -84,7 +84,7 @@ def main():
     layout = BlockLayout.from_blocks(blocks, predictors, n_extra=1)
     rows = np.arange(8192)
     library = _model._log_library(X)
-    data = _model._batch(_model._logged_rows(X, layout.columns)(rows), layout, (library - library.mean())[rows, None])
+    data = _model._batch_loader(X, layout, (library - library.mean())[:, None])(rows)
     data, weights = tf.constant(data), tf.constant(np.ones(rows.size, np.float32))
     print("\n| batch | optimizer | precision | CPU s per 8192-row chunk |\n|---|---|---|---|")
     for batch in (64, 256):

@@ -379,11 +379,7 @@ class DeepImpute:
         self.library_mean_ = float(log_library.mean())
         covariates = (log_library - self.library_mean_)[:, None] if p["library_size"] else None
 
-        logged_rows = _logged_rows(Xfit, layout.columns)
-
-        def load_rows(rows):
-            return _batch(logged_rows(rows), layout, None if covariates is None else covariates[rows])
-
+        load_rows = _batch_loader(Xfit, layout, covariates)
         if progress is None:
             progress = logg.verbosity() >= 1
         history = trainer.fit(
@@ -653,24 +649,38 @@ def _log_library(X) -> np.ndarray:
     return np.log1p(np.asarray(X.sum(axis=1), dtype=np.float64).ravel())
 
 
-def _logged_rows(X, columns: np.ndarray):
-    """A function ``rows -> log1p(X[rows][:, columns])`` (dense float32) for the training loop.
+def _batch_loader(X, layout, covariates: np.ndarray | None):
+    """A function ``rows -> batch`` for the training loop: the :func:`_batch` of ``log1p(X[rows][:, columns])``.
 
     Only the requested rows are logged and densified, so training holds no copy of the input (on
     50k x 3200 CSR cells a logged copy of the training columns took the fit's peak from 2137 to
-    2698 MB; ``benchmarks/memory_50k.py``).
+    2698 MB; ``benchmarks/memory_50k.py``). Sparse rows are densified straight into the batch.
     """
+    n_cols = layout.columns.size
     if sparse.issparse(X):
         X = X.tocsr()
-        every_column = columns.size == X.shape[1] and np.array_equal(columns, np.arange(X.shape[1]))
+        every_column = n_cols == X.shape[1] and np.array_equal(layout.columns, np.arange(X.shape[1]))
 
-        def load(rows):
-            sub = X[rows] if every_column else X[rows][:, columns]
-            sub = sparse.csr_matrix((np.log1p(sub.data, dtype=np.float32), sub.indices, sub.indptr), shape=sub.shape)
-            return sub.toarray()
+        def logged_into(rows, out):
+            sub = X[rows] if every_column else X[rows][:, layout.columns]
+            # the chunk's CSR, widened to the batch's width, fills the whole batch (toarray zeroes ``out`` first)
+            logged = sparse.csr_matrix((np.log1p(sub.data, dtype=np.float32), sub.indices, sub.indptr), shape=out.shape)
+            logged.toarray(out=out)
 
-        return load
-    return lambda rows: np.log1p(dense_rows(X, rows, columns))
+    else:
+
+        def logged_into(rows, out):
+            out[:, n_cols:] = 0.0
+            np.log1p(dense_rows(X, rows, layout.columns), out=out[:, :n_cols])
+
+    def load(rows):
+        out = np.empty((rows.size, layout.width), dtype=np.float32)
+        logged_into(rows, out)
+        if covariates is not None:
+            out[:, n_cols : layout.pad] = covariates[rows]
+        return out
+
+    return load
 
 
 def _batch(logged: np.ndarray, layout, covariates: np.ndarray | None) -> np.ndarray:

@@ -176,28 +176,26 @@ class Trainer:
                 total_weight=total_weight,
             )
 
-        @tf.function(input_signature=spec)
-        def train_chunk(data, weights):
-            n_steps = tf.shape(data)[0] // B
-            total = tf.zeros([len(net.layout.inputs)], tf.float32)
-            for i in tf.range(n_steps):
-                x, y = net.gather(data[i * B : (i + 1) * B])
-                wb = weights[i * B : (i + 1) * B]
-                with tf.GradientTape() as tape:
-                    value, logits = net(x, training=True)
-                    losses = losses_of(y, value, logits, wb)
-                    loss = tf.reduce_sum(losses)
-                self.optimizer.apply(tape.gradient(loss, self.variables))
-                total += losses
-            return total / tf.cast(n_steps, tf.float32)
+        def step(batch, batch_weights):
+            x, y = net.gather(batch)
+            with tf.GradientTape() as tape:
+                value, logits = net(x, training=True)
+                losses = losses_of(y, value, logits, batch_weights)
+                loss = tf.reduce_sum(losses)
+            self.optimizer.apply(tape.gradient(loss, self.variables))
+            return losses
 
-        @tf.function(input_signature=spec)
+        @tf.function(input_signature=spec, autograph=False)
+        def train_chunk(data, weights):
+            return _mean_over_batches(data, weights, B, len(net.layout.inputs), step)
+
+        @tf.function(input_signature=spec, autograph=False)
         def eval_chunk(data, weights):
             x, y = net.gather(data)
             value, logits = net(x, training=False)
             return losses_of(y, value, logits, weights) * tf.reduce_sum(weights)
 
-        @tf.function(input_signature=spec[:1])
+        @tf.function(input_signature=spec[:1], autograph=False)
         def predict_chunk(data):
             x, _ = net.gather(data)
             value, logits = net(x, training=False)
@@ -237,15 +235,13 @@ class Trainer:
             optimizer.apply(grads, replicated=True)
             return losses
 
-        @tf.function(input_signature=spec)
+        def step(batch, batch_weights):
+            per_replica = strategy.run(replica_step, args=(batch, batch_weights, tf.reduce_sum(batch_weights)))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        @tf.function(input_signature=spec, autograph=False)
         def train_chunk(data, weights):
-            n_steps = tf.shape(data)[0] // B
-            total = tf.zeros([len(net.layout.inputs)], tf.float32)
-            for i in tf.range(n_steps):
-                wb = weights[i * B : (i + 1) * B]
-                per_replica = strategy.run(replica_step, args=(data[i * B : (i + 1) * B], wb, tf.reduce_sum(wb)))
-                total += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-            return total / tf.cast(n_steps, tf.float32)
+            return _mean_over_batches(data, weights, B, len(net.layout.inputs), step)
 
         return train_chunk
 
@@ -336,6 +332,22 @@ class Trainer:
         """Value (log1p) and detection probability (``None`` without a detection head), each (cells, blocks, targets)."""
         outputs = [np.transpose(o.numpy(), (1, 0, 2)) for o in self._predict_chunk(data)]
         return outputs[0], (outputs[1] if len(outputs) > 1 else None)
+
+
+def _mean_over_batches(data, weights, batch_size: int, n_blocks: int, step):
+    """Run ``step(batch, batch_weights)`` on consecutive ``batch_size``-row batches of ``data`` in one graph loop.
+
+    Returns the mean of the steps' per-block losses. Written as an explicit ``tf.while_loop`` so that the
+    graphs are traced without AutoGraph, whose source conversion took about 1 s of every model's first fit.
+    """
+    n_steps = tf.shape(data)[0] // batch_size
+
+    def body(i, total):
+        start, stop = i * batch_size, (i + 1) * batch_size
+        return i + 1, total + step(data[start:stop], weights[start:stop])
+
+    _, total = tf.while_loop(lambda i, _: i < n_steps, body, [tf.constant(0), tf.zeros([n_blocks], tf.float32)])
+    return total / tf.cast(n_steps, tf.float32)
 
 
 def _progress(total: int, enabled: bool):

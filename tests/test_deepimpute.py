@@ -300,13 +300,13 @@ def test_epoch_size_takes_consecutive_slices_of_shuffled_passes(monkeypatch):
     import scdeepimpute._model as model_module
 
     loads = []
-    original = model_module._logged_rows
+    original = model_module._batch_loader
 
-    def recording(X, columns):
-        load = original(X, columns)
+    def recording(X, layout, covariates):
+        load = original(X, layout, covariates)
         return lambda rows: loads.append(np.array(rows)) or load(rows)
 
-    monkeypatch.setattr(model_module, "_logged_rows", recording)
+    monkeypatch.setattr(model_module, "_batch_loader", recording)
     X = make_counts(200, 30, seed=3)
     params = {**FAST, "max_epochs": 6, "patience": 100}
     sdi.DeepImpute(**params, epoch_size=50).fit(X, progress=False)
@@ -337,3 +337,25 @@ def test_prediction_does_not_depend_on_chunking(monkeypatch):
     monkeypatch.setattr(model_module, "PREDICT_ROWS", 7)  # 22 chunks, the last one short
     for fill, values in model.impute(X).items():
         np.testing.assert_allclose(values, whole[fill], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "dense"])
+@pytest.mark.parametrize("every_column", [True, False])
+@pytest.mark.parametrize("with_covariates", [True, False])
+def test_training_batches_are_the_prediction_batches(fmt, every_column, with_covariates):
+    """The training loader (rows densified straight into the batch) builds the batch predict builds."""
+    from scdeepimpute._model import _batch, _batch_loader
+    from scdeepimpute._network import BlockLayout
+
+    counts = make_counts(40, 12, seed=2)
+    X = {"csr": sparse.csr_matrix, "csc": sparse.csc_matrix, "dense": np.asarray}[fmt](counts)
+    genes = np.arange(12) if every_column else np.array([0, 2, 3, 5, 8, 9, 11])
+    layout = BlockLayout.from_blocks([genes[:3], genes[3:]], [genes[3:5], genes[:2]], n_extra=int(with_covariates))
+    covariates = np.linspace(-1, 1, 40, dtype=np.float32)[:, None] if with_covariates else None
+    rows = np.array([7, 3, 3, 39, 0])
+    wanted_covariates = None if covariates is None else covariates[rows]
+    expected = _batch(np.log1p(counts[rows][:, layout.columns]), layout, wanted_covariates)
+    got = _batch_loader(X, layout, covariates)(rows)
+    assert got.dtype == np.float32 and got.shape == (rows.size, layout.width)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert (got[:, layout.pad] == 0).all()
