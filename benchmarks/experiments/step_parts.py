@@ -1,0 +1,109 @@
+"""Issue 4 experiment: CPU time of one training chunk by loss formulation and block layout.
+
+One 8192-row chunk (batch 256, default preset's network: 256 hidden units, detection head, dropout 0.2, precision
+``--precision``) on the simulated 10k x 3200 cells of ``benchmarks/speed.py``, targets split two ways:
+
+* ``512 + short``: blocks of 512 targets and a short last block (3200 = 6 x 512 + 128), as before balanced blocks;
+* ``balanced``: the same number of blocks with sizes differing by at most one (7 x 457-458), as ``split_targets`` now
+  does when the last block cannot be completed.
+
+Loss formulations: ``masked`` is the previous ``block_losses`` (a (blocks, cells, targets) mask of row and target
+weights, ``sigmoid_cross_entropy_with_logits``), kept here verbatim; ``current`` is
+``scdeepimpute._network.block_losses`` (softplus form of the same cross-entropy, target mask applied while summing
+entries per cell, row weights while summing cells); ``lower bound`` is a loss with no masks and no cross-entropy (not a
+usable loss: it shows what the elementwise part of the step costs). All variants are built first, then called in turn
+``--reps`` times (interleaved, so load on a shared machine hits them alike); the table gives process CPU seconds per
+chunk (min and median).
+
+Run: ``python benchmarks/experiments/step_parts.py [--reps 8] [--precision auto]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common as C  # noqa: E402
+
+from scdeepimpute import _model, _selection, _training  # noqa: E402
+from scdeepimpute._backend import import_keras, resolve_precision  # noqa: E402
+from scdeepimpute._network import BlockLayout, FusedBlocks  # noqa: E402
+from scdeepimpute._utils import mean_var  # noqa: E402
+
+tf, keras = import_keras()
+
+
+def masked_losses(net, y, value, logits, row_weight, *, detection_weight=1.0, value_loss="weighted", total_weight=None):
+    """``block_losses`` as it was before the softplus / per-cell-sum form (commit 7e6a23e)."""
+    mask = net.output_mask[:, None, :] * row_weight[None, :, None]
+    if total_weight is None:
+        total_weight = tf.reduce_sum(row_weight)
+    denom = total_weight * tf.reduce_sum(net.output_mask, axis=1)
+    weight = y if value_loss == "weighted" else tf.cast(y > 0, y.dtype)
+    value_term = tf.reduce_sum(mask * weight * tf.square(y - value), axis=(1, 2)) / denom
+    detected = tf.cast(y > 0, y.dtype)
+    bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=detected, logits=logits)
+    return value_term + detection_weight * tf.reduce_sum(mask * bce, axis=(1, 2)) / denom
+
+
+def lower_bound(net, y, value, logits, row_weight, **_):
+    return tf.reduce_mean(tf.square(y - value), axis=(1, 2)) + tf.reduce_mean(logits, axis=(1, 2))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=8)
+    parser.add_argument("--precision", default="auto")
+    args = parser.parse_args()
+    C.make_speed_data([10000])
+    X = sparse.load_npz(C.speed_data_path(10000, 3200)).tocsr().astype(np.float32)
+    mean, var = mean_var(X)
+    n, k = X.shape[1], -(-X.shape[1] // 512)
+    splits = {
+        "512 + short": [np.arange(i, min(i + 512, n)) for i in range(0, n, 512)],
+        "balanced": np.array_split(np.arange(n), k),
+    }
+    rows = np.arange(8192)
+    library = _model._log_library(X)
+    precision = resolve_precision(args.precision)
+    current = _training.block_losses
+
+    def chunk(blocks, losses):
+        predictors = _selection.select_predictors(X, blocks, mean, var, n_predictors=5)
+        layout = BlockLayout.from_blocks(blocks, predictors, n_extra=1)
+        data = tf.constant(_model._batch_loader(X, layout, (library - library.mean())[:, None])(rows))
+        weights = tf.constant(np.ones(rows.size, np.float32))
+        net = FusedBlocks(layout, hidden_units=256, dropout_rate=0.2, detection_head=True, seed=0, precision=precision)
+        _training.block_losses = losses  # read when the Trainer traces its graphs
+        trainer = _training.Trainer(net, learning_rate=1e-3, batch_size=256, value_loss="nonzero")
+        trainer._train_chunk(data, weights)
+        _training.block_losses = current
+        return lambda: trainer._train_chunk(data, weights).numpy()
+
+    variants = {
+        ("512 + short", "masked"): chunk(splits["512 + short"], masked_losses),
+        ("512 + short", "current"): chunk(splits["512 + short"], current),
+        ("512 + short", "lower bound"): chunk(splits["512 + short"], lower_bound),
+        ("balanced", "masked"): chunk(splits["balanced"], masked_losses),
+        ("balanced", "current"): chunk(splits["balanced"], current),
+    }
+    times = {key: [] for key in variants}
+    for _ in range(args.reps):
+        for key, call in variants.items():
+            start = time.process_time()
+            call()
+            times[key].append(time.process_time() - start)
+    print(f"\nprecision {precision}, {args.reps} interleaved calls each\n")
+    print("| blocks | loss | CPU s per 8192-row chunk, min | median |\n|---|---|---|---|")
+    for (blocks, loss), t in times.items():
+        print(f"| {blocks} | {loss} | {min(t):.3f} | {np.median(t):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
