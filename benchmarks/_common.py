@@ -152,16 +152,27 @@ class Blocks:
         return int(sum(per))
 
 
-def select_blocks(X, *, min_vmr: float, subset_size: int = 512, n_predictors: int = 5, seed: int = 0) -> Blocks:
-    """Targets, predictors and fused layout with scdeepimpute's own selection code."""
+def select_blocks(
+    X, *, min_vmr: float, subset_size: int = 512, n_predictors: int = 5, seed: int = 0, authors_sizes: bool = False
+) -> Blocks:
+    """Targets, predictors and fused layout with scdeepimpute's own selection code.
+
+    ``authors_sizes``: cut the targets into blocks of ``subset_size`` and one short last block, as the authors'
+    code does before completing it with random genes (and as scdeepimpute did before it evened out blocks that
+    cannot be completed), so that the original-structure baseline keeps the authors' block sizes.
+    """
     from scdeepimpute._network import BlockLayout
     from scdeepimpute._selection import select_predictors, split_targets
     from scdeepimpute._utils import mean_var
 
     mean, var = mean_var(X)
     split = split_targets(mean, var, min_vmr=min_vmr, subset_size=subset_size, rng=np.random.default_rng(seed))
-    preds = select_predictors(X, split.blocks, mean, var, n_predictors=n_predictors)
-    return Blocks(split.blocks, preds, BlockLayout.from_blocks(split.blocks, preds))
+    blocks = split.blocks
+    if authors_sizes and len(blocks) > 2:
+        targets = np.random.default_rng(seed).permutation(split.targets)
+        blocks = [np.sort(targets[i : i + subset_size]) for i in range(0, targets.size, subset_size)]
+    preds = select_predictors(X, blocks, mean, var, n_predictors=n_predictors)
+    return Blocks(blocks, preds, BlockLayout.from_blocks(blocks, preds))
 
 
 def log_batch(X, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:

@@ -22,7 +22,8 @@ Methods:
 * ``paper``: ``scdeepimpute.DeepImpute(preset="paper")``
 * ``original``: the authors' structure, one Keras functional model with a branch per block, ``fit`` with
   batch 64, Adam 1e-4, EarlyStopping(val_loss, patience 5), 95/5 split, ``predict`` with Keras' default
-  batch (32); same targets/predictors as ``paper`` (scdeepimpute's selection, min_vmr 0.5).
+  batch (32); targets/predictors of scdeepimpute's selection with min_vmr 0.5, cut into the authors' block
+  sizes (blocks of 512 and a short last block; ``_common.select_blocks(authors_sizes=True)``).
 * ``magic``: MAGIC (``magic-impute``) with its defaults on library-size-normalised, sqrt-transformed
   counts, squared and scaled back to each cell's library size; only if ``import magic`` works (set
   ``SDI_MAGIC_PATH`` to a folder to add to ``sys.path``, e.g. one made with ``pip install --target``).
@@ -37,6 +38,12 @@ Usage (from the repository root)::
     python benchmarks/speed.py                           # 1k, 5k, 10k, 50k cells, all methods
     python benchmarks/speed.py --cells 1000,5000 --quick # 3 epochs at most, quick check
     python benchmarks/speed.py --methods default,paper --cells 10000
+    python benchmarks/speed.py --methods default,original --cells 10000 --seeds 0,1,2  # + means over seeds
+
+Every method runs once per ``--seeds`` value (its random state: the cell split, target blocks, initial weights and
+shuffling; MAGIC's random state). Early stopping makes the number of epochs, and with it the fit time, vary from
+seed to seed (the 10k runs in ``RESULTS_speed.md``), so with several seeds a second table gives per method the mean
+fit + predict time and, where the original structure ran, the ratio of the means.
 """
 
 from __future__ import annotations
@@ -66,11 +73,11 @@ def _load(n_cells: int):
     return C.masked_speed_data(n_cells, N_GENES)  # masked once by the driver: this process holds one copy
 
 
-def _worker_deepimpute(method: str, Xm, max_epochs: int | None):
+def _worker_deepimpute(method: str, Xm, max_epochs: int | None, seed: int):
     import scdeepimpute as sdi
 
     preset, _, precision = method.partition("-")
-    model = sdi.DeepImpute(preset=preset, max_epochs=max_epochs, random_state=0, precision=precision or None)
+    model = sdi.DeepImpute(preset=preset, max_epochs=max_epochs, random_state=seed, precision=precision or None)
     t = time.perf_counter()
     model.fit(Xm, progress=False)
     fit_s = time.perf_counter() - t
@@ -90,18 +97,18 @@ def _worker_deepimpute(method: str, Xm, max_epochs: int | None):
     return imputed, fit_s, predict_s, epochs, 3.0 * fwd * per_epoch * epochs, len(model.targets_)
 
 
-def _worker_original(Xm, max_epochs: int | None):
+def _worker_original(Xm, max_epochs: int | None, seed: int):
     from scdeepimpute._backend import import_keras
     from scdeepimpute._utils import dense_rows
 
     _, keras = import_keras()
     max_epochs = 500 if max_epochs is None else max_epochs
     t = time.perf_counter()
-    blocks = C.select_blocks(Xm, min_vmr=0.5, seed=0)
-    train_rows, val_rows = C.split_cells(Xm.shape[0], seed=0)
+    blocks = C.select_blocks(Xm, min_vmr=0.5, seed=seed, authors_sizes=True)
+    train_rows, val_rows = C.split_cells(Xm.shape[0], seed=seed)
     xs, ys = C.branch_arrays(Xm, train_rows, blocks)
     xv, yv = C.branch_arrays(Xm, val_rows, blocks)
-    model = C.build_branches(blocks, seed=0)
+    model = C.build_branches(blocks, seed=seed)
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=5)
     hist = model.fit(xs, ys, batch_size=64, epochs=max_epochs, validation_data=(xv, yv), shuffle=True, verbose=0,
                      callbacks=[stop])
@@ -123,7 +130,7 @@ def _worker_original(Xm, max_epochs: int | None):
     return imputed, fit_s, predict_s, epochs, 3.0 * fwd * train_rows.size * epochs, n_targets
 
 
-def _worker_magic(Xm):
+def _worker_magic(Xm, seed: int):
     if os.environ.get("SDI_MAGIC_PATH"):
         sys.path.insert(0, os.environ["SDI_MAGIC_PATH"])
     import magic
@@ -135,14 +142,14 @@ def _worker_magic(Xm):
     lib = X.sum(axis=1, keepdims=True)
     scale = np.median(lib)
     Y = np.sqrt(X / np.maximum(lib, 1) * scale)
-    op = magic.MAGIC(verbose=0, random_state=0, n_jobs=-1)
+    op = magic.MAGIC(verbose=0, random_state=seed, n_jobs=-1)
     out = op.fit_transform(Y)
     imputed = np.clip(out, 0, None) ** 2 * np.maximum(lib, 1) / scale
     fit_s = time.perf_counter() - t
     return imputed, fit_s, float("nan"), None, None, Xm.shape[1]
 
 
-def worker(method: str, n_cells: int, max_epochs: int | None) -> dict:
+def worker(method: str, n_cells: int, max_epochs: int | None, seed: int = 0) -> dict:
     Xm, rows, cols, truth = _load(n_cells)
     # a scanpy session's imports and TensorFlow's start are not imputation: out of every method's timings
     import scanpy  # noqa: F401
@@ -154,11 +161,11 @@ def worker(method: str, n_cells: int, max_epochs: int | None) -> dict:
         tf.zeros(1)
     base_rss = C.peak_rss_mb()
     if method in ("default", "default-float32", "paper"):
-        out = _worker_deepimpute(method, Xm, max_epochs)
+        out = _worker_deepimpute(method, Xm, max_epochs, seed)
     elif method == "original":
-        out = _worker_original(Xm, max_epochs)
+        out = _worker_original(Xm, max_epochs, seed)
     elif method == "magic":
-        out = _worker_magic(Xm)
+        out = _worker_magic(Xm, seed)
     else:
         raise SystemExit(f"unknown method {method}")
     imputed, fit_s, predict_s, epochs, train_flops, n_targets = out
@@ -167,7 +174,7 @@ def worker(method: str, n_cells: int, max_epochs: int | None) -> dict:
         imputed, detected = imputed["main"], imputed["detected"]
     mse = C.masked_mse(truth, np.asarray(imputed[rows, cols], dtype=np.float64))
     res = {
-        "method": method, "cells": n_cells, "genes": Xm.shape[1], "targets": n_targets, "fit_s": fit_s,
+        "method": method, "cells": n_cells, "seed": seed, "genes": Xm.shape[1], "targets": n_targets, "fit_s": fit_s,
         "predict_s": predict_s, "epochs": epochs,
         "gflops": None if train_flops is None else train_flops / fit_s / 1e9,
         "peak_rss_mb": _RSS.get("after_predict", C.peak_rss_mb()), "data_rss_mb": base_rss,
@@ -213,12 +220,13 @@ def main(argv=None):
     ap.add_argument("--no-write", action="store_true", help=f"do not update {RESULTS.name}")
     ap.add_argument("--section", default=SECTION, help=f"section of {RESULTS.name} to replace (default %(default)s)")
     ap.add_argument("--title", default="Speed and memory, paper Fig. 6 setting (issue 4)")
-    ap.add_argument("--worker", nargs=2, metavar=("METHOD", "CELLS"), help=argparse.SUPPRESS)
+    ap.add_argument("--seeds", default="0", help="random states, comma-separated: every method runs with each")
+    ap.add_argument("--worker", nargs=3, metavar=("METHOD", "CELLS", "SEED"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     max_epochs = 3 if args.quick and args.max_epochs is None else args.max_epochs
 
     if args.worker:
-        res = worker(args.worker[0], int(args.worker[1]), max_epochs)
+        res = worker(args.worker[0], int(args.worker[1]), max_epochs, int(args.worker[2]))
         print("RESULT " + json.dumps(res), flush=True)
         return
 
@@ -237,33 +245,37 @@ def main(argv=None):
     print(f"float32 matmul 4096^2: {gf_before:.1f} GFLOP/s", flush=True)
     extra = [] if max_epochs is None else ["--max-epochs", str(max_epochs)]
     rows, failures = [], []
+    seeds = [int(x) for x in args.seeds.split(",")]
     for n in sizes:
-        for m in methods:
-            t = time.perf_counter()
-            res, err = _run_sub(["--worker", m, str(n), *extra], args.timeout)
-            if res is None:
-                failures.append(f"- {m} at {n} cells: {err}")
-                print(f"{m:9s} {n:6d} cells: {err}", flush=True)
-                continue
-            rows.append(res)
-            print(f"{m:9s} {n:6d} cells: fit {res['fit_s']:.1f} s, predict {_fmt(res['predict_s'], '.1f')} s, "
-                  f"epochs {res['epochs']}, peak RSS {res['peak_rss_mb']:.0f} MB, MSE {res['mse']:.4f} "
-                  f"(wall {time.perf_counter() - t:.0f} s)", flush=True)
+        for seed in seeds:
+            for m in methods:
+                t = time.perf_counter()
+                res, err = _run_sub(["--worker", m, str(n), str(seed), *extra], args.timeout)
+                if res is None:
+                    failures.append(f"- {m} at {n} cells, seed {seed}: {err}")
+                    print(f"{m:9s} {n:6d} cells seed {seed}: {err}", flush=True)
+                    continue
+                rows.append(res)
+                print(f"{m:9s} {n:6d} cells seed {seed}: fit {res['fit_s']:.1f} s, "
+                      f"predict {_fmt(res['predict_s'], '.1f')} s, epochs {res['epochs']}, "
+                      f"peak RSS {res['peak_rss_mb']:.0f} MB, MSE {res['mse']:.4f} "
+                      f"(wall {time.perf_counter() - t:.0f} s)", flush=True)
     gf_after = _matmul_sub()
     print(f"float32 matmul 4096^2 after: {gf_after:.1f} GFLOP/s")
 
-    header = ["method", "cells", "genes", "targets", "fit s", "predict s", "epochs",
+    header = ["method", "cells", "seed", "genes", "targets", "fit s", "predict s", "epochs",
               "peak RSS MB (after data; after fit)",
               "train GFLOP/s", "% of matmul", "masked MSE (log1p)", "MSE, value-if-detected fill"]
     ref = max(gf_before, gf_after)
     table = C.markdown_table(header, [[
-        r["method"], r["cells"], r["genes"], r["targets"], f"{r['fit_s']:.1f}", _fmt(r["predict_s"], ".1f"),
+        r["method"], r["cells"], r["seed"], r["genes"], r["targets"], f"{r['fit_s']:.1f}", _fmt(r["predict_s"], ".1f"),
         r["epochs"] if r["epochs"] is not None else "n/a",
         f"{r['peak_rss_mb']:.0f} ({r['data_rss_mb']:.0f}; {_fmt(r.get('fit_rss_mb'), '.0f')})",
         _fmt(r["gflops"], ".1f"), _fmt(None if r["gflops"] is None else 100 * r["gflops"] / ref, ".0f"),
         f"{r['mse']:.4f}", _fmt(r.get("mse_detected"), ".4f") if r.get("mse_detected") is not None else "(one output)"]
         for r in rows])
-    print("\n" + table)
+    means = _means_table(rows, methods, sizes)
+    print("\n" + table + "\n" + means)
     for f in failures:
         print(f)
     info = C.machine_info()
@@ -281,9 +293,12 @@ def main(argv=None):
         "(default, paper, original). Peak RSS is that process's ru_maxrss (in brackets: its peak after "
         "loading the masked data, TensorFlow started, and its peak at the end of fit). Machine shared with other "
         "jobs: compare rows of one run, not across runs.\n\n"
-        + table + "\n" + ("\n" + "\n".join(failures) + "\n" if failures else "")
-        + "\nMethods: default/paper = scdeepimpute presets (default-float32: precision='float32'); original = separate branches of one Keras model "
-        "(batch 64, Adam 1e-4, EarlyStopping patience 5, same targets/predictors as paper); magic = MAGIC "
+        + table + "\n" + (f"\nMeans over seeds {seeds}:\n\n{means}" if len(seeds) > 1 else "")
+        + ("\n" + "\n".join(failures) + "\n" if failures else "")
+        + "\nMethods: default/paper = scdeepimpute presets (default-float32: precision='float32'); original = "
+        "separate branches of one Keras model (batch 64, Adam 1e-4, EarlyStopping patience 5, targets/predictors "
+        "of scdeepimpute's selection with min_vmr 0.5 in the authors' block sizes: 512 and a short last block); "
+        "magic = MAGIC "
         "defaults on sqrt library-normalised counts. 'masked MSE' scores each method's standard output "
         "(default preset: fill='expected', P(detected) x value); the last column scores the default preset's "
         "fill='detected' (value if detected, the paper's semantics), from the same fit (an extra, untimed "
@@ -292,6 +307,27 @@ def main(argv=None):
     if not args.no_write:
         C.write_section(RESULTS, args.section, text)
         print(f"\nwritten to {RESULTS}")
+
+
+def _means_table(rows: list[dict], methods: list[str], sizes: list[int]) -> str:
+    """Per method and size: mean fit + predict seconds and epochs over seeds, and the original's mean / this mean."""
+    out = []
+    for n in sizes:
+        total = {}
+        for m in methods:
+            rs = [r for r in rows if r["method"] == m and r["cells"] == n]
+            if rs:
+                total[m] = [r["fit_s"] + (0.0 if np.isnan(r["predict_s"]) else r["predict_s"]) for r in rs]
+        for m, times in total.items():
+            rs = [r for r in rows if r["method"] == m and r["cells"] == n]
+            epochs = [r["epochs"] for r in rs if r["epochs"] is not None]
+            ratio = np.mean(total["original"]) / np.mean(times) if "original" in total else None
+            out.append([m, n, len(times), f"{np.mean(times):.1f} ({min(times):.1f}-{max(times):.1f})",
+                        _fmt(np.mean(epochs) if epochs else None, ".1f"),
+                        f"{np.mean([r['mse'] for r in rs]):.4f}", _fmt(ratio, ".2f")])
+    header = ["method", "cells", "seeds", "fit + predict s, mean (range)", "epochs, mean", "masked MSE, mean",
+              "original mean / this mean"]
+    return C.markdown_table(header, out)
 
 
 def _matmul_sub() -> float:
