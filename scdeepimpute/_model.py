@@ -176,8 +176,9 @@ class DeepImpute:
         cells, p on all cells; see :func:`~scdeepimpute._network.value_if_detected`).
 
     Deviations from the authors' code (see CHANGELOG): the last block is completed with the next-
-    ranked genes (never an extra block of random genes drawn with replacement); fewer than
-    ``subset_size`` targets give two smaller blocks; predictors are chosen among all genes with
+    ranked genes (never an extra block of random genes drawn with replacement), or, where too few
+    genes remain to complete it (always when every gene is a target), the targets are spread over
+    blocks of equal size (within one); fewer than ``subset_size`` targets give two smaller blocks; predictors are chosen among all genes with
     non-zero variance via targets x genes correlations computed in chunks; any argument given
     explicitly overrides the preset.
 
@@ -188,7 +189,7 @@ class DeepImpute:
     min_vmr
         Genes with ``var / (1 + mean)`` (counts, ddof=1) above this are imputed.
     subset_size
-        Target genes per sub-network.
+        Target genes per sub-network (at most; see the deviations above for even blocks).
     n_predictors
         Input genes taken per target (top |Pearson r|).
     hidden_units, dropout_rate
