@@ -176,7 +176,7 @@ def select_blocks(
 
 
 def log_batch(X, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """Same as ``scdeepimpute._model._log_batch``: log1p of rows x columns plus one zero padding column."""
+    """log1p of rows x columns plus one zero padding column: ``scdeepimpute._model._batch`` without covariates."""
     from scdeepimpute._utils import dense_rows
 
     out = np.zeros((rows.size, columns.size + 1), dtype=np.float32)

@@ -8,9 +8,9 @@ Leiden bisected to the number of labels, ARI/AMI/FMI, UMAP silhouette and PCA-sp
 Every method except the paper preset runs with 3 seeds (mean and spread reported): the seed drives scdeepimpute's
 fit, kNN's and MAGIC's randomness and, for every method, the clustering pipeline (PCA, neighbours, UMAP, Leiden),
 whose UMAP silhouette moves by sd ~0.03 with the seed alone; on the simulator every entry of each output is also
-scored against the pre-dropout counts (``all_mse``). MAGIC uses its exact solver up to ``MAGIC_EXACT_MAX_GENES`` genes and its
-approximate solver (PCA space, MAGIC's default ``n_pca=100``) above, where the exact one is too slow here (the
-CellBench sets keep ~15k genes).
+scored against the pre-dropout counts (``all_mse``). MAGIC uses its exact solver up to ``MAGIC_EXACT_MAX_GENES``
+genes and its approximate solver (PCA space, MAGIC's default ``n_pca=100``) above, where the exact one is too
+slow here (the CellBench sets keep ~15k genes).
 
 Run: ``python benchmarks/accuracy.py [--datasets pbmc4k,pbmc3k,...] [--seeds 3] [--out benchmarks/RESULTS_accuracy.md]``
 """

@@ -313,18 +313,14 @@ def _means_table(rows: list[dict], methods: list[str], sizes: list[int]) -> str:
     """Per method and size: mean fit + predict seconds and epochs over seeds, and the original's mean / this mean."""
     out = []
     for n in sizes:
-        total = {}
-        for m in methods:
-            rs = [r for r in rows if r["method"] == m and r["cells"] == n]
-            if rs:
-                total[m] = [r["fit_s"] + (0.0 if np.isnan(r["predict_s"]) else r["predict_s"]) for r in rs]
-        for m, times in total.items():
-            rs = [r for r in rows if r["method"] == m and r["cells"] == n]
-            epochs = [r["epochs"] for r in rs if r["epochs"] is not None]
-            ratio = np.mean(total["original"]) / np.mean(times) if "original" in total else None
+        runs = {m: [r for r in rows if r["method"] == m and r["cells"] == n] for m in methods}
+        seconds = {m: [r["fit_s"] + np.nan_to_num(r["predict_s"]) for r in rs] for m, rs in runs.items() if rs}
+        for m, times in seconds.items():
+            epochs = [r["epochs"] for r in runs[m] if r["epochs"] is not None]
+            ratio = np.mean(seconds["original"]) / np.mean(times) if "original" in seconds else None
             out.append([m, n, len(times), f"{np.mean(times):.1f} ({min(times):.1f}-{max(times):.1f})",
                         _fmt(np.mean(epochs) if epochs else None, ".1f"),
-                        f"{np.mean([r['mse'] for r in rs]):.4f}", _fmt(ratio, ".2f")])
+                        f"{np.mean([r['mse'] for r in runs[m]]):.4f}", _fmt(ratio, ".2f")])
     header = ["method", "cells", "seeds", "fit + predict s, mean (range)", "epochs, mean", "masked MSE, mean",
               "original mean / this mean"]
     return C.markdown_table(header, out)

@@ -178,9 +178,9 @@ class DeepImpute:
     Deviations from the authors' code (see CHANGELOG): the last block is completed with the next-
     ranked genes (never an extra block of random genes drawn with replacement), or, where too few
     genes remain to complete it (always when every gene is a target), the targets are spread over
-    blocks of equal size (within one); fewer than ``subset_size`` targets give two smaller blocks; predictors are chosen among all genes with
-    non-zero variance via targets x genes correlations computed in chunks; any argument given
-    explicitly overrides the preset.
+    blocks of equal size (within one); fewer than ``subset_size`` targets give two smaller blocks;
+    predictors are chosen among all genes with non-zero variance via targets x genes correlations
+    computed in chunks; any argument given explicitly overrides the preset.
 
     Parameters
     ----------

@@ -338,7 +338,8 @@ def _mean_over_batches(data, weights, batch_size: int, n_blocks: int, step):
     """Run ``step(batch, batch_weights)`` on consecutive ``batch_size``-row batches of ``data`` in one graph loop.
 
     Returns the mean of the steps' per-block losses. Written as an explicit ``tf.while_loop`` so that the
-    graphs are traced without AutoGraph, whose source conversion took about 1 s of every model's first fit.
+    graphs are traced without AutoGraph, whose source conversion took 1.09 s of a process's first fit
+    (10k x 3200 simulated cells, ``benchmarks/profile_fit.py`` at commit 7e6a23e).
     """
     n_steps = tf.shape(data)[0] // batch_size
 

@@ -28,7 +28,8 @@ rss = C.RssSampler()
 C.make_speed_data([args.cells])
 X, _, _, _ = C.masked_speed_data(args.cells, 3200)
 model = sdi.DeepImpute(max_epochs=1).fit(X, progress=False)
-print(f"{args.cells} cells x 3200 genes\n\n| rows per chunk | RSS at start MB | peak above start MB | output MB | predict s |")
+print(f"{args.cells} cells x 3200 genes\n")
+print("| rows per chunk | RSS at start MB | peak above start MB | output MB | predict s |")
 print("|---|---|---|---|---|")
 for _ in range(2):
     for rows in map(int, args.sizes.split(",")):

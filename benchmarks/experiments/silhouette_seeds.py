@@ -49,8 +49,8 @@ for name in args.datasets.split(","):
             k = "X" if layer is None else layer
             pca_sil = float(metrics.silhouette_score(b.obsm[f"X_pca_{k}"], lab))
             rows.append((s["silhouette"], pca_sil, s["ari"]))
-            row = f"| {name} | {lname} | {fseed or '-'} | {ps} | {s['silhouette']:.3f} | {pca_sil:.3f} | {s['ari']:.3f} |"
-            print(row, flush=True)
+            scores = f"{s['silhouette']:.3f} | {pca_sil:.3f} | {s['ari']:.3f}"
+            print(f"| {name} | {lname} | {fseed or '-'} | {ps} | {scores} |", flush=True)
         m = np.mean(rows, axis=0)
         sd = np.std(rows, axis=0, ddof=1)
         summary = f"{m[0]:.3f} ± {sd[0]:.3f} | {m[1]:.3f} ± {sd[1]:.3f} | {m[2]:.3f}"

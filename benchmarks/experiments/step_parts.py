@@ -11,7 +11,9 @@ Loss formulations: ``masked`` is the previous ``block_losses`` (a (blocks, cells
 weights, ``sigmoid_cross_entropy_with_logits``), kept here verbatim; ``current`` is
 ``scdeepimpute._network.block_losses`` (softplus form of the same cross-entropy, target mask applied while summing
 entries per cell, row weights while summing cells); ``lower bound`` is a loss with no masks and no cross-entropy (not a
-usable loss: it shows what the elementwise part of the step costs). All variants are built first, then called in turn
+usable loss: it shows what the elementwise part of the step costs). Heads: ``two products`` is the network as it is;
+``one product`` computes both output heads as one matrix product against the concatenated weights (same arithmetic;
+tried and not adopted). All variants are built first, then called in turn
 ``--reps`` times (interleaved, so load on a shared machine hits them alike); the table gives process CPU seconds per
 chunk (min and median).
 
@@ -52,6 +54,18 @@ def masked_losses(net, y, value, logits, row_weight, *, detection_weight=1.0, va
     return value_term + detection_weight * tf.reduce_sum(mask * bce, axis=(1, 2)) / denom
 
 
+class OneProductHeads(FusedBlocks):
+    """Both output heads as ``h @ concat(w2, wd)``: one wider batched product instead of two."""
+
+    def call(self, x, training=False, dropout_seed=None):
+        h = tf.nn.relu(self._matmul(x, self.w1) + self.b1[:, None, :])
+        if training and self.dropout_rate > 0:
+            h = keras.random.dropout(h, self.dropout_rate, seed=self.seed_generator)
+        n_out = self.layout.outputs.shape[1]
+        both = self._matmul(h, tf.concat([self.w2, self.wd], axis=2))
+        return tf.nn.softplus(both[:, :, :n_out] + self.b2[:, None, :]), both[:, :, n_out:] + self.bd[:, None, :]
+
+
 def lower_bound(net, y, value, logits, row_weight, **_):
     return tf.reduce_mean(tf.square(y - value), axis=(1, 2)) + tf.reduce_mean(logits, axis=(1, 2))
 
@@ -74,12 +88,16 @@ def main():
     precision = resolve_precision(args.precision)
     current = _training.block_losses
 
-    def chunk(blocks, losses):
+    layouts = {}
+    for name, blocks in splits.items():
         predictors = _selection.select_predictors(X, blocks, mean, var, n_predictors=5)
-        layout = BlockLayout.from_blocks(blocks, predictors, n_extra=1)
+        layouts[name] = BlockLayout.from_blocks(blocks, predictors, n_extra=1)
+    weights = tf.constant(np.ones(rows.size, np.float32))
+
+    def chunk(split, losses, network=FusedBlocks):
+        layout = layouts[split]
         data = tf.constant(_model._batch_loader(X, layout, (library - library.mean())[:, None])(rows))
-        weights = tf.constant(np.ones(rows.size, np.float32))
-        net = FusedBlocks(layout, hidden_units=256, dropout_rate=0.2, detection_head=True, seed=0, precision=precision)
+        net = network(layout, hidden_units=256, dropout_rate=0.2, detection_head=True, seed=0, precision=precision)
         _training.block_losses = losses  # read when the Trainer traces its graphs
         trainer = _training.Trainer(net, learning_rate=1e-3, batch_size=256, value_loss="nonzero")
         trainer._train_chunk(data, weights)
@@ -87,11 +105,12 @@ def main():
         return lambda: trainer._train_chunk(data, weights).numpy()
 
     variants = {
-        ("512 + short", "masked"): chunk(splits["512 + short"], masked_losses),
-        ("512 + short", "current"): chunk(splits["512 + short"], current),
-        ("512 + short", "lower bound"): chunk(splits["512 + short"], lower_bound),
-        ("balanced", "masked"): chunk(splits["balanced"], masked_losses),
-        ("balanced", "current"): chunk(splits["balanced"], current),
+        ("512 + short", "masked", "two products"): chunk("512 + short", masked_losses),
+        ("512 + short", "current", "two products"): chunk("512 + short", current),
+        ("512 + short", "lower bound", "two products"): chunk("512 + short", lower_bound),
+        ("balanced", "masked", "two products"): chunk("balanced", masked_losses),
+        ("balanced", "current", "two products"): chunk("balanced", current),
+        ("balanced", "current", "one product"): chunk("balanced", current, OneProductHeads),
     }
     times = {key: [] for key in variants}
     for _ in range(args.reps):
@@ -100,9 +119,9 @@ def main():
             call()
             times[key].append(time.process_time() - start)
     print(f"\nprecision {precision}, {args.reps} interleaved calls each\n")
-    print("| blocks | loss | CPU s per 8192-row chunk, min | median |\n|---|---|---|---|")
-    for (blocks, loss), t in times.items():
-        print(f"| {blocks} | {loss} | {min(t):.3f} | {np.median(t):.3f} |")
+    print("| blocks | loss | heads | CPU s per 8192-row chunk, min | median |\n|---|---|---|---|---|")
+    for (blocks, loss, heads), t in times.items():
+        print(f"| {blocks} | {loss} | {heads} | {min(t):.3f} | {np.median(t):.3f} |")
 
 
 if __name__ == "__main__":
