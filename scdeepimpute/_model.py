@@ -71,7 +71,7 @@ PRESETS: dict[str, dict] = {
         "learning_rate": 1e-3,
         "batch_size": 256,
         "max_epochs": 500,
-        "patience": 5,
+        "patience": 4,
         "tol": 1e-3,
         "epoch_size": 10_000,
         "validation_fraction": 0.05,
@@ -162,8 +162,9 @@ class DeepImpute:
         Chosen by measurement on the masked-value benchmark (``benchmarks/RESULTS_accuracy.md``): every gene
         with non-zero variance is a target (``min_vmr=0``), Adam at 1e-3 with batch 256 (as
         accurate, several times fewer steps), bfloat16 matrix products where the hardware has them
-        (``precision="auto"``), early stopping that ignores improvements below 0.1% (``tol=1e-3``:
-        3-42% fewer epochs at the same accuracy), each block restored to its best validation epoch,
+        (``precision="auto"``), early stopping after 4 epochs without an improvement of more than 0.1%
+        (``tol=1e-3``, ``patience=4``: fewer epochs at the same accuracy), each block restored to its best
+        validation epoch,
         the cell's log library size as an extra input, an unweighted squared error on detected
         entries (``value_loss="nonzero"``), and a second *detection head* (sigmoid, binary
         cross-entropy on ``y > 0``) beside the value head. Zeros can then be filled either by the value-if-detected (``fill="detected"``, the
