@@ -340,6 +340,8 @@ def _ram_gib() -> int:
 def report(results: list[dict], command: str, commit: str, started: str, total_s: float) -> str:
     from importlib.metadata import version
 
+    from scdeepimpute._model import PRESETS
+
     lines = [
         "# DeepImpute on a million cells, out of core (issue 5)",
         "",
@@ -352,7 +354,8 @@ def report(results: list[dict], command: str, commit: str, started: str, total_s
         f"Masking: in a held-aside block of {N_HELD} cells (middle of the file), 10 non-zeros per gene set to 0 with "
         "`scdeepimpute.tl.mask_counts` (paper's logistic weighting) before writing; MSE / Pearson r on log1p counts "
         "of those entries. Model: `DeepImpute()` (default preset: every gene with non-zero variance imputed, "
-        "early stopping, patience 5), fitted with `scdeepimpute.experimental.fit(train_size=...)`, prediction "
+        f"early stopping, patience {PRESETS['default']['patience']}), fitted with "
+        "`scdeepimpute.experimental.fit(train_size=...)`, prediction "
         "streamed with `experimental.impute_to_zarr` (layers `imputed` and `imputed_detected`, float32, "
         "Blosc zstd-1 bitshuffle) by dask's threaded scheduler.",
         "",

@@ -167,8 +167,9 @@ class DeepImpute:
         validation epoch,
         the cell's log library size as an extra input, an unweighted squared error on detected
         entries (``value_loss="nonzero"``), and a second *detection head* (sigmoid, binary
-        cross-entropy on ``y > 0``) beside the value head. Zeros can then be filled either by the value-if-detected (``fill="detected"``, the
-        paper's semantics, best for recovering dropped values) or by the expected value
+        cross-entropy on ``y > 0``) beside the value head. Zeros can then be filled either by the
+        value-if-detected (``fill="detected"``, the paper's semantics, best for recovering dropped values) or by the
+        expected value
         P(detected) x value (``fill="expected"``, which keeps clustering at least as good as raw).
         With a detection head the value-if-detected also uses the detection probability p: the
         value head v is averaged, per gene, with the level p implies through a Poisson link,
@@ -535,7 +536,9 @@ class DeepImpute:
             )
             raise ValueError(msg)
         if missing:
-            logg.warning(f"{missing} of the {used.size} genes the model reads are missing from `data`; using 0 for them.")
+            logg.warning(
+                f"{missing} of the {used.size} genes the model reads are missing from `data`; using 0 for them."
+            )
         present = np.flatnonzero(position >= 0)
         select = sparse.csr_matrix(
             (np.ones(present.size, np.float32), (position[present], present)), shape=(names.size, self.var_names_.size)

@@ -44,8 +44,9 @@ parser.add_argument("--patiences", default="5")
 parser.add_argument("--seeds", type=int, default=2)
 args = parser.parse_args()
 rules = list(itertools.product(map(float, args.tols.split(",")), map(int, args.patiences.split(","))))
-print("| dataset | seed | tol | patience | epochs | detected MSE | detected Pearson | expected MSE | expected Pearson |")
-print("|---|---|---|---|---|---|---|---|---|")
+columns = ["dataset", "seed", "tol", "patience", "epochs"]
+columns += [f"{fill} {metric}" for fill in ("detected", "expected") for metric in ("MSE", "Pearson")]
+print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
 for name in args.datasets.split(","):
     X, u = masked_input(name)
     for seed in range(args.seeds):
@@ -59,4 +60,5 @@ for name in args.datasets.split(","):
                 fits[e] = sdi.DeepImpute(random_state=seed, max_epochs=e, **loosest).fit(X, progress=False)
                 assert fits[e].history_.stopped_epoch == e
             s = fill_scores(fits[e], X, u)
-            print(f"| {name} | {seed} | {tol:g} | {patience} | {e} | " + " | ".join(f"{x:.4f}" for x in s) + " |", flush=True)
+            cells = [name, seed, f"{tol:g}", patience, e, *(f"{x:.4f}" for x in s)]
+            print("| " + " | ".join(map(str, cells)) + " |", flush=True)
