@@ -160,17 +160,14 @@ class DeepImpute:
         5, last-epoch weights, one output head.
     ``preset="default"``
         Chosen by measurement on the masked-value benchmark (``benchmarks/RESULTS_accuracy.md``): every gene
-        with non-zero variance is a target (``min_vmr=0``), Adam at 1e-3 with batch 256 (as
-        accurate, several times fewer steps), bfloat16 matrix products where the hardware has them
-        (``precision="auto"``), early stopping after 4 epochs without an improvement of more than 0.1%
-        (``tol=1e-3``, ``patience=4``: fewer epochs at the same accuracy), each block restored to its best
-        validation epoch,
-        the cell's log library size as an extra input, an unweighted squared error on detected
-        entries (``value_loss="nonzero"``), and a second *detection head* (sigmoid, binary
-        cross-entropy on ``y > 0``) beside the value head. Zeros can then be filled either by the
-        value-if-detected (``fill="detected"``, the paper's semantics, best for recovering dropped values) or by the
-        expected value
-        P(detected) x value (``fill="expected"``, which keeps clustering at least as good as raw).
+        with non-zero variance is a target (``min_vmr=0``), Adam at 1e-3 with batch 256 (as accurate, several times
+        fewer steps), bfloat16 matrix products where the hardware has them (``precision="auto"``), early stopping
+        after 4 epochs without an improvement of more than 0.1% (``tol=1e-3``, ``patience=4``: fewer epochs at the
+        same accuracy), each block restored to its best validation epoch, the cell's log library size as an extra
+        input, an unweighted squared error on detected entries (``value_loss="nonzero"``), and a second *detection
+        head* (sigmoid, binary cross-entropy on ``y > 0``) beside the value head. Zeros can then be filled either by
+        the value-if-detected (``fill="detected"``, the paper's semantics, best for recovering dropped values) or by
+        the expected value P(detected) x value (``fill="expected"``, which keeps clustering at least as good as raw).
         With a detection head the value-if-detected also uses the detection probability p: the
         value head v is averaged, per gene, with the level p implies through a Poisson link,
         weighted by the gene's zero fraction z in the training cells,
