@@ -168,20 +168,11 @@ def select_blocks(
     mean, var = mean_var(X)
     split = split_targets(mean, var, min_vmr=min_vmr, subset_size=subset_size, rng=np.random.default_rng(seed))
     blocks = split.blocks
-    if authors_sizes and len(blocks) > 2:
+    if authors_sizes and split.targets.size > subset_size:  # at most subset_size: the two halves stay
         targets = np.random.default_rng(seed).permutation(split.targets)
         blocks = [np.sort(targets[i : i + subset_size]) for i in range(0, targets.size, subset_size)]
     preds = select_predictors(X, blocks, mean, var, n_predictors=n_predictors)
     return Blocks(blocks, preds, BlockLayout.from_blocks(blocks, preds))
-
-
-def log_batch(X, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """log1p of rows x columns plus one zero padding column: ``scdeepimpute._model._batch`` without covariates."""
-    from scdeepimpute._utils import dense_rows
-
-    out = np.zeros((rows.size, columns.size + 1), dtype=np.float32)
-    out[:, :-1] = np.log1p(dense_rows(X, rows, columns))
-    return out
 
 
 def split_cells(n: int, fraction: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

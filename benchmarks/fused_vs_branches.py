@@ -48,6 +48,7 @@ def load(name: str, sim_cells: int):
 
 def run_fused(X, blocks, train_rows, val_rows, epochs, seed):
     from scdeepimpute._backend import import_keras
+    from scdeepimpute._model import _batch_loader
     from scdeepimpute._network import FusedBlocks
     from scdeepimpute._training import Trainer
 
@@ -58,9 +59,7 @@ def run_fused(X, blocks, train_rows, val_rows, epochs, seed):
     trainer = Trainer(net, learning_rate=1e-4, batch_size=64)
     rng = np.random.default_rng(seed)
 
-    def load_rows(rows):
-        return C.log_batch(X, rows, layout.columns)
-
+    load_rows = _batch_loader(X, layout, None)  # the package's own batches
     val0 = float(trainer.evaluate(load_rows, val_rows).sum())
     times, curve = [], []
     for _ in range(epochs):

@@ -476,14 +476,8 @@ class DeepImpute:
         if not names.equals(self.var_names_):
             return self._impute_transfer(X, names, policy=policy, fills=fills)
         layout = self.layout_
-        # network outputs (cells, blocks x targets) -> target genes in ascending order, padding dropped: one gather
-        flat = layout.outputs.ravel()
-        positions = np.flatnonzero(flat != layout.pad)
-        order = np.argsort(layout.columns[flat[positions]], kind="stable")
-        positions = positions[order]
-        target_genes = layout.columns[flat[positions]]
-        # every gene a target (the default preset's usual case): outputs are whole rows, no scatter into the rows
-        every_gene = target_genes.size == X.shape[1]
+        valid = (layout.outputs != layout.pad).ravel()  # the network's output slots that hold a target
+        target_genes = layout.columns[layout.outputs.ravel()[valid]]
         zero_fraction = self.zero_fraction_[target_genes] if self.params["detection_head"] else None
         out = {f: np.empty(X.shape, dtype=np.float32) for f in fills}
         for start in range(0, X.shape[0], PREDICT_ROWS):
@@ -493,15 +487,15 @@ class DeepImpute:
             if self.params["library_size"]:
                 covariates = np.log1p(raw.sum(axis=1, dtype=np.float64))[:, None] - self.library_mean_
             value, prob = self._trainer.predict(_batch(raw, layout, covariates))
-            value = value.reshape(stop - start, -1)[:, positions]
+            value = value.reshape(stop - start, -1)[:, valid]
             # the original's overflow guard: absurd log values (or NaN) are dropped to 0
             value[~(value <= 2 * self.log_max_)] = 0.0
             if prob is None:  # one head (paper): the value head alone
                 detected = np.expm1(value)
             else:  # value head and the detection head's Poisson-link level, weighted by the gene's zero fraction
-                prob = prob.reshape(stop - start, -1)[:, positions]
+                prob = prob.reshape(stop - start, -1)[:, valid]
                 detected = np.expm1(value_if_detected(value, prob, zero_fraction))
-            observed = raw if every_gene else raw[:, target_genes]
+            observed = raw[:, target_genes]
             for f in fills:
                 # "expected" = P(detected) x value-if-detected, so it never exceeds the "detected" fill
                 estimate = detected if f == "detected" else prob * detected
@@ -510,11 +504,8 @@ class DeepImpute:
                 elif policy == "max":
                     estimate = np.maximum(observed, estimate)
                 block = out[f][start:stop]  # a view: write in place, no per-fill copy of the chunk
-                if every_gene:
-                    block[:] = estimate
-                else:
-                    block[:] = raw
-                    block[:, target_genes] = estimate
+                block[:] = raw
+                block[:, target_genes] = estimate
         return out
 
     #: Largest fraction of the model's input genes that may be missing from new data.
@@ -663,42 +654,34 @@ def _batch_loader(X, layout, covariates: np.ndarray | None):
 
     Only the requested rows are logged and densified, so training holds no copy of the input (on
     50k x 3200 CSR cells a logged copy of the training columns took the fit's peak from 2137 to
-    2698 MB; ``benchmarks/memory_50k.py``). Sparse rows are densified straight into the batch.
+    2698 MB; ``benchmarks/memory_50k.py``).
     """
-    n_cols = layout.columns.size
     if sparse.issparse(X):
-        X = X.tocsr()
-        every_column = n_cols == X.shape[1] and np.array_equal(layout.columns, np.arange(X.shape[1]))
-
-        def logged_into(rows, out):
-            sub = X[rows] if every_column else X[rows][:, layout.columns]
-            # the chunk's CSR, widened to the batch's width, fills the whole batch (toarray zeroes ``out`` first)
-            logged = sparse.csr_matrix((np.log1p(sub.data, dtype=np.float32), sub.indices, sub.indptr), shape=out.shape)
-            logged.toarray(out=out)
-
-    else:
-
-        def logged_into(rows, out):
-            out[:, n_cols:] = 0.0
-            np.log1p(dense_rows(X, rows, layout.columns), out=out[:, :n_cols])
+        X = X.tocsr()  # row slicing
 
     def load(rows):
-        out = np.empty((rows.size, layout.width), dtype=np.float32)
-        logged_into(rows, out)
-        if covariates is not None:
-            out[:, n_cols : layout.pad] = covariates[rows]
-        return out
+        raw = X[rows] if sparse.issparse(X) else dense_rows(X, rows)
+        return _batch(raw, layout, None if covariates is None else covariates[rows])
 
     return load
 
 
-def _batch(raw: np.ndarray, layout, covariates: np.ndarray | None) -> np.ndarray:
-    """One batch for the network from dense counts of every gene: log1p of ``layout.columns``, covariates, zeros."""
+def _batch(raw, layout, covariates: np.ndarray | None) -> np.ndarray:
+    """One batch for the network from counts of every gene: log1p of ``layout.columns``, covariates, zeros.
+
+    ``raw`` is dense, or CSR (densified straight into the batch: no dense copy of its rows).
+    """
     n_cols = layout.columns.size
     out = np.empty((raw.shape[0], layout.width), dtype=np.float32)
     # columns are sorted and unique, so as many columns as genes means every gene, in order: no gathered copy
-    np.log1p(raw if n_cols == raw.shape[1] else raw[:, layout.columns], out=out[:, :n_cols])
-    out[:, n_cols:] = 0.0
+    sub = raw if n_cols == raw.shape[1] else raw[:, layout.columns]
+    if sparse.issparse(sub):
+        # the rows' CSR, widened to the batch's width, fills the whole batch (toarray zeroes ``out`` first)
+        logged = sparse.csr_matrix((np.log1p(sub.data, dtype=np.float32), sub.indices, sub.indptr), shape=out.shape)
+        logged.toarray(out=out)
+    else:
+        np.log1p(sub, out=out[:, :n_cols])
+        out[:, n_cols:] = 0.0
     if covariates is not None:
         out[:, n_cols : layout.pad] = covariates
     return out

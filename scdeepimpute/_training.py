@@ -309,7 +309,7 @@ class Trainer:
                     keep[improved] = v.numpy()[improved]
             best_epoch[improved] = epoch
             best_block = np.minimum(best_block, val_block)
-            if best_total == np.inf or val_loss < best_total - tol * abs(best_total):
+            if improves(val_loss, best_total, tol):
                 best_total, wait = val_loss, 0
             else:
                 wait += 1
@@ -332,6 +332,14 @@ class Trainer:
         """Value (log1p) and detection probability (``None`` without a detection head), each (cells, blocks, targets)."""
         outputs = [np.transpose(o.numpy(), (1, 0, 2)) for o in self._predict_chunk(data)]
         return outputs[0], (outputs[1] if len(outputs) > 1 else None)
+
+
+def improves(loss: float, best: float, tol: float) -> bool:
+    """Early stopping's test of an epoch: it lowers the best loss so far by more than ``tol`` times that loss.
+
+    The first epoch (``best`` still infinite) always improves; a NaN loss never does.
+    """
+    return best == np.inf or loss < best - tol * abs(best)
 
 
 def _mean_over_batches(data, weights, batch_size: int, n_blocks: int, step):

@@ -295,6 +295,24 @@ def test_tol_counts_only_large_improvements(tol, patience):
         sdi.DeepImpute(tol=-0.1)
 
 
+@pytest.mark.parametrize(
+    ("loss", "best", "tol", "expected"),
+    [
+        (5.0, np.inf, 0.5, True),  # the first epoch always counts
+        (0.999, 1.0, 0.0, True),
+        (1.0, 1.0, 0.0, False),  # equal is no improvement
+        (0.9995, 1.0, 1e-3, False),  # below the relative threshold
+        (0.998, 1.0, 1e-3, True),
+        (np.nan, 1.0, 0.0, False),
+        (np.nan, np.inf, 0.0, True),  # a NaN first epoch is the best so far; later NaNs never improve on it
+    ],
+)
+def test_early_stopping_rule(loss, best, tol, expected):
+    from scdeepimpute._training import improves
+
+    assert improves(loss, best, tol) is expected
+
+
 def test_epoch_size_takes_consecutive_slices_of_shuffled_passes(monkeypatch):
     """With ``epoch_size`` below the training cells, each epoch trains on the next ``epoch_size`` cells of a pass."""
     import scdeepimpute._model as model_module

@@ -23,12 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from accuracy import fill_scores, masked_input  # noqa: E402
 
 import scdeepimpute as sdi  # noqa: E402
+from scdeepimpute._training import improves  # noqa: E402
 
 
 def stop_epoch(val_loss: np.ndarray, tol: float, patience: int) -> int:
+    """The epoch at which ``Trainer.fit``'s rule (``_training.improves``) stops on this validation history."""
     best, wait = np.inf, 0
     for epoch, v in enumerate(val_loss, start=1):
-        if v < best * (1 - tol) or not np.isfinite(best):
+        if improves(v, best, tol):
             best, wait = v, 0
         else:
             wait += 1
@@ -44,21 +46,21 @@ parser.add_argument("--patiences", default="5")
 parser.add_argument("--seeds", type=int, default=2)
 args = parser.parse_args()
 rules = list(itertools.product(map(float, args.tols.split(",")), map(int, args.patiences.split(","))))
+loosest = {"tol": 0.0, "patience": max(p for _, p in rules)}  # stops last: every rule's epoch is in its history
 columns = ["dataset", "seed", "tol", "patience", "epochs"]
 columns += [f"{fill} {metric}" for fill in ("detected", "expected") for metric in ("MSE", "Pearson")]
 print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
 for name in args.datasets.split(","):
     X, u = masked_input(name)
     for seed in range(args.seeds):
-        loosest = {"tol": 0.0, "patience": max(p for _, p in rules)}
         full = sdi.DeepImpute(random_state=seed, **loosest).fit(X, progress=False)
         val = np.asarray(full.history_.val_loss)
-        fits = {len(val): full}  # one refit per distinct stopping epoch
+        scores = {len(val): fill_scores(full, X, u)}  # one refit and scoring per distinct stopping epoch
         for tol, patience in rules:
             e = stop_epoch(val, tol, patience)
-            if e not in fits:
-                fits[e] = sdi.DeepImpute(random_state=seed, max_epochs=e, **loosest).fit(X, progress=False)
-                assert fits[e].history_.stopped_epoch == e
-            s = fill_scores(fits[e], X, u)
-            cells = [name, seed, f"{tol:g}", patience, e, *(f"{x:.4f}" for x in s)]
+            if e not in scores:
+                refit = sdi.DeepImpute(random_state=seed, max_epochs=e, **loosest).fit(X, progress=False)
+                assert refit.history_.stopped_epoch == e
+                scores[e] = fill_scores(refit, X, u)
+            cells = [name, seed, f"{tol:g}", patience, e, *(f"{x:.4f}" for x in scores[e])]
             print("| " + " | ".join(map(str, cells)) + " |", flush=True)
