@@ -15,6 +15,7 @@ from ._masking import (
     masked_metrics,
     masked_scores,
 )
+from ._mcv import mcv_scores, molecular_split
 from ._methods import impute_deepimpute, impute_knn, impute_magic, impute_none, impute_nzmean
 
 __all__ = [
@@ -38,4 +39,6 @@ __all__ = [
     "mask_counts",
     "masked_metrics",
     "masked_scores",
+    "mcv_scores",
+    "molecular_split",
 ]
