@@ -1,6 +1,6 @@
 """Out-of-core DeepImpute on dask arrays: train on cells read into memory, impute lazily block by block.
 
-How the work is split (see :mod:`scdeepimpute.experimental`):
+How the work is split (see :mod:`scdeepimpute.dask`):
 
 * **Training** needs random access to its cells every epoch, so the ``train_size`` training cells
   (all cells when ``train_size=None``) are read into memory: ``X[cells]`` is computed block by block
@@ -16,66 +16,32 @@ How the work is split (see :mod:`scdeepimpute.experimental`):
 
 from __future__ import annotations
 
-import math
 import tempfile
 import threading
 import uuid
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from .. import _logging as logg
-from .._model import DeepImpute, Fill, Policy
-from .._utils import as_supported, get_matrix, is_dask, to_memory
+from .._fills import Fill, Policy, default_fills, output_names
+from .._input import counts_and_names
+from .._model import DeepImpute
+from .._utils import as_supported
 from .._utils import check_counts as _check_counts
+from ._io import open_zarr_group, store
 
 if TYPE_CHECKING:
     import dask.array as da
     from anndata import AnnData
-
-#: zarr/h5 chunks of streamed outputs hold about this many values (rows x genes), ~16 MB of float32.
-_STORE_CHUNK_VALUES = 4_000_000
-
 #: Fitted models loaded in this process, by token (a few at most).
 _MODELS: OrderedDict[str, DeepImpute] = OrderedDict()
 _MODELS_MAX = 4
 _MODELS_LOCK = threading.Lock()
-
-
-# --------------------------------------------------------------------------- inputs
-def _dask_matrix_and_names(data, layer: str | None, var_names) -> tuple[da.Array, pd.Index]:
-    """Return the 2-d dask array (chunked along cells only) and its gene names."""
-    from anndata import AnnData
-
-    if isinstance(data, AnnData):
-        X, names = get_matrix(data, layer), pd.Index(data.var_names.astype(str))
-    else:
-        X = data
-        names = pd.Index(np.arange(X.shape[1]).astype(str)) if var_names is None else pd.Index(var_names).astype(str)
-    if not is_dask(X):
-        msg = f"expected a dask array, got {type(X).__name__}; in-memory data go to DeepImpute or pp.deepimpute."
-        raise TypeError(msg)
-    if X.ndim != 2:
-        msg = f"expected a 2-d cells x genes array, got {X.ndim} dimensions."
-        raise ValueError(msg)
-    if len(names) != X.shape[1]:
-        msg = f"var_names has {len(names)} entries but the matrix has {X.shape[1]} columns."
-        raise ValueError(msg)
-    if X.numblocks[1] != 1:
-        msg = (
-            f"the dask array is chunked along genes ({X.numblocks[1]} column chunks); DeepImpute needs whole rows: "
-            "chunk along cells only, e.g. X.rechunk({1: -1}) or read_elem_lazy(..., chunks=(n_cells, n_vars))."
-        )
-        raise ValueError(msg)
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        msg = f"input is empty (shape {X.shape}); DeepImpute needs cells x genes raw counts."
-        raise ValueError(msg)
-    return X, names
 
 
 # --------------------------------------------------------------------------- fit
@@ -114,12 +80,14 @@ def fit(
 
     Examples
     --------
-    >>> import scdeepimpute as sdi, scdeepimpute.experimental as sdx
-    >>> lazy = sdx.read_lazy("counts.zarr")  # doctest: +SKIP
-    >>> model = sdx.fit(sdi.DeepImpute(), lazy, train_size=20_000)  # doctest: +SKIP
+    >>> import scdeepimpute as sdi, scdeepimpute.dask as sdd
+    >>> lazy = sdd.read_lazy("counts.zarr")  # doctest: +SKIP
+    >>> model = sdd.fit(sdi.DeepImpute(), lazy, train_size=20_000)  # doctest: +SKIP
     """
-    X, names = _dask_matrix_and_names(data, layer, var_names)
-    return model.fit(X, var_names=names, genes=genes, train_size=train_size, check_counts=check_counts, progress=progress)
+    X, names = counts_and_names(data, layer=layer, var_names=var_names, lazy=True)
+    return model.fit(
+        X, var_names=names, genes=genes, train_size=train_size, check_counts=check_counts, progress=progress
+    )
 
 
 # --------------------------------------------------------------------------- predict
@@ -204,10 +172,6 @@ def _impute_block(block, job: _BlockJob) -> np.ndarray:
     return job(block)
 
 
-def _default_fills(model: DeepImpute) -> tuple[str, ...]:
-    return ("expected", "detected") if model.params["detection_head"] else ("detected",)
-
-
 def impute(
     model: DeepImpute,
     data: AnnData | da.Array,
@@ -244,15 +208,15 @@ def impute(
 
     Examples
     --------
-    >>> arrays = sdx.impute(model, lazy)  # doctest: +SKIP
+    >>> arrays = sdd.impute(model, lazy)  # doctest: +SKIP
     >>> arrays["expected"][:100].compute()  # doctest: +SKIP
     """
     import dask
     import dask.array as da
 
     model._check_fitted()
-    X, names = _dask_matrix_and_names(data, layer, var_names)
-    fills = _default_fills(model) if fills is None else tuple(fills)
+    X, names = counts_and_names(data, layer=layer, var_names=var_names, lazy=True)
+    fills = default_fills(model.params["detection_head"]) if fills is None else tuple(fills)
     # validate options and gene alignment now (on zero rows) rather than inside the first task
     model.impute(np.zeros((0, X.shape[1]), np.float32), var_names=names, policy=policy, fills=fills)
     if names.equals(model.var_names_):
@@ -271,136 +235,6 @@ def impute(
         name=f"deepimpute-{ref.token}",
     )
     return {f: stacked[:, :, i] for i, f in enumerate(fills)}
-
-
-# --------------------------------------------------------------------------- streaming to disk
-def _store_rows(chunks: tuple[int, ...], n_vars: int) -> int:
-    """Rows per on-disk chunk: divides every dask row chunk (so writes never share a chunk), ~16 MB."""
-    g = math.gcd(*chunks[:-1]) if len(chunks) > 1 else chunks[0]
-    target = max(1, _STORE_CHUNK_VALUES // max(n_vars, 1))
-    if g <= target:
-        return g
-    return max(d for d in range(1, target + 1) if g % d == 0)
-
-
-def store(arrays: Mapping[str, da.Array], group, *, overwrite: bool = False, progress: bool = False) -> None:
-    """Compute several lazy arrays in one pass and write them into ``group`` (zarr or h5py), one array each.
-
-    The arrays get anndata's encoding attributes, so ``group`` may be the ``layers`` group of an
-    AnnData zarr/h5ad store. Arrays from one :func:`impute` call share their graph: the network runs
-    once per block for all of them. Memory stays bounded by a few blocks per worker thread.
-
-    Parameters
-    ----------
-    arrays
-        ``{name: dask array}``, all 2-d.
-    group
-        A :class:`zarr.Group`, an :class:`h5py.Group`, or a path (opened as a zarr group, created if needed).
-    overwrite
-        Replace arrays of the same name (otherwise an existing name raises ``ValueError``).
-    progress
-        Show dask's progress bar (local schedulers only).
-
-    Examples
-    --------
-    >>> arrays = sdx.impute(model, lazy)  # doctest: +SKIP
-    >>> names = sdx.output_names(arrays)  # {"expected": "imputed", "detected": "imputed_detected"}  # doctest: +SKIP
-    >>> sdx.store({names[f]: a for f, a in arrays.items()}, "out.zarr/layers")  # doctest: +SKIP
-    """
-    import dask.array as da
-
-    if isinstance(group, str | Path):
-        group = _open_zarr_group(Path(group))
-    is_h5 = type(group).__module__.startswith("h5py")
-    sources, targets = [], []
-    for name, arr in arrays.items():
-        if name in group:
-            if not overwrite:
-                msg = f"{name!r} already exists in {group}; pass overwrite=True to replace it."
-                raise ValueError(msg)
-            del group[name]
-        rows = _store_rows(arr.chunks[0], arr.shape[1])
-        chunks = (rows, arr.shape[1])
-        if is_h5:
-            target = group.create_dataset(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks)
-        elif hasattr(group, "create_array"):  # zarr 3
-            target = group.create_array(
-                name, shape=arr.shape, dtype=arr.dtype, chunks=chunks, compressors=_fast_compressors(group)
-            )
-        else:  # pragma: no cover - zarr 2
-            target = group.create_dataset(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks)
-        target.attrs["encoding-type"] = "array"
-        target.attrs["encoding-version"] = "0.2.0"
-        sources.append(arr)
-        targets.append(target)
-    if progress:
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar():
-            da.store(sources, targets, lock=is_h5, compute=True)
-    else:
-        da.store(sources, targets, lock=is_h5, compute=True)
-    if not is_h5:
-        _refresh_consolidated(group)
-
-
-def _open_zarr_group(path: Path):
-    """Open (or create) the zarr group at ``path``, reading its live metadata.
-
-    Not through consolidated metadata: they are a snapshot, blind to the arrays written next.
-    """
-    import zarr
-
-    return zarr.open_group(str(path), mode="a", use_consolidated=False)
-
-
-def _refresh_consolidated(group) -> None:
-    """Re-consolidate the metadata of the outermost zarr group on disk that holds ``group``.
-
-    anndata reads a zarr AnnData through the consolidated metadata at its root; without this, arrays
-    added to its ``layers`` stay invisible. The root is found on disk, so a group opened at a sub-path
-    (``"out.zarr/layers"``) refreshes the AnnData's root too; other stores are consolidated as given.
-    """
-    import zarr
-
-    local_root = getattr(group.store, "root", None)  # zarr.storage.LocalStore: a directory
-    if local_root is None:
-        zarr.consolidate_metadata(group.store)
-        return
-    top = (Path(local_root) / group.path).resolve()
-    for parent in top.parents:
-        if not ((parent / "zarr.json").exists() or (parent / ".zgroup").exists()):
-            break
-        top = parent
-    zarr.consolidate_metadata(str(top))
-
-
-def _fast_compressors(group):
-    """Blosc zstd level 1 with bit shuffling: ~3x faster than zarr's default zstd on imputed float32, as small.
-
-    Measured on 5000 x 3200 imputed-like float32 (``benchmarks/million.py`` development): zarr 3's default
-    1.40 s and 1.17x, Blosc(zstd, 1, bitshuffle) 0.49 s and 1.20x, Blosc(lz4, 5, shuffle) 0.63 s and 1.14x.
-    """
-    if getattr(getattr(group, "metadata", None), "zarr_format", 3) == 2:
-        from numcodecs import Blosc
-
-        return [Blosc(cname="zstd", clevel=1, shuffle=Blosc.BITSHUFFLE)]
-    from zarr.codecs import BloscCodec
-
-    return [BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")]
-
-
-def output_names(fills: Sequence[str], key_added: str = "imputed") -> dict[str, str]:
-    """Layer name of each fill, as :func:`scdeepimpute.pp.deepimpute` names them.
-
-    Examples
-    --------
-    >>> from scdeepimpute.experimental import output_names
-    >>> output_names(("expected", "detected"))
-    {'expected': 'imputed', 'detected': 'imputed_detected'}
-    """
-    fills = tuple(fills)
-    return {f: key_added if i == 0 else f"{key_added}_{f}" for i, f in enumerate(fills)}
 
 
 def impute_to_zarr(
@@ -447,64 +281,14 @@ def impute_to_zarr(
 
     Examples
     --------
-    >>> lazy = sdx.read_lazy("counts.zarr")  # doctest: +SKIP
-    >>> sdx.impute_to_zarr(model, lazy, "counts.zarr/layers")  # doctest: +SKIP
+    >>> lazy = sdd.read_lazy("counts.zarr")  # doctest: +SKIP
+    >>> sdd.impute_to_zarr(model, lazy, "counts.zarr/layers")  # doctest: +SKIP
     >>> anndata.read_zarr("counts.zarr").layers["imputed"]  # doctest: +SKIP
     """
     import dask.array as da
 
     lazy = impute(model, data, layer=layer, var_names=var_names, policy=policy, fills=fills, check_counts=check_counts)
     named = {output_names(lazy, key_added)[f]: arr for f, arr in lazy.items()}
-    group = _open_zarr_group(Path(store_path)) if isinstance(store_path, str | Path) else store_path
+    group = open_zarr_group(Path(store_path)) if isinstance(store_path, str | Path) else store_path
     store(named, group, overwrite=overwrite, progress=progress)
     return {name: da.from_zarr(group[name]) for name in named}
-
-
-# --------------------------------------------------------------------------- reading
-def read_lazy(path: str | Path, *, chunk_size: int = 10_000) -> AnnData:
-    """Open an ``.h5ad`` or ``.zarr`` AnnData with ``X`` and ``layers`` as dask arrays (``chunk_size`` cells per chunk).
-
-    ``obs``, ``var``, ``uns``, ``obsm``, ``varm``, ``obsp`` and ``varp`` are read into memory; ``X``
-    and the layers are read lazily with :func:`anndata.experimental.read_elem_lazy` (sparse stays sparse
-    inside each chunk); ``raw`` is not read (a warning says so). The result works with
-    :func:`scdeepimpute.pp.deepimpute` and :func:`fit`.
-
-    Examples
-    --------
-    >>> import scdeepimpute as sdi, scdeepimpute.experimental as sdx
-    >>> lazy = sdx.read_lazy("counts.h5ad", chunk_size=5000)  # doctest: +SKIP
-    >>> sdi.pp.deepimpute(lazy, train_size=20_000)  # lazy layers  # doctest: +SKIP
-    """
-    import anndata as ad
-
-    path = Path(path)
-    if chunk_size < 1:
-        msg = f"chunk_size must be a positive number of cells, got {chunk_size}."
-        raise ValueError(msg)
-    if path.suffix == ".zarr" or path.is_dir():
-        import zarr
-
-        f = zarr.open_group(str(path), mode="r")
-        return _read_lazy_group(f, ad, chunk_size)
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        return _read_lazy_group(f, ad, chunk_size)
-
-
-def _read_lazy_group(f, ad, chunk_size: int) -> AnnData:
-    from anndata.experimental import read_elem_lazy
-
-    def lazy(elem):
-        shape = tuple(elem.attrs.get("shape", getattr(elem, "shape", ())))
-        return read_elem_lazy(elem, chunks=(min(chunk_size, shape[0]), shape[1]))
-
-    if "X" not in f:
-        msg = f"{f} holds no X; scdeepimpute needs the counts in X or in a layer."
-        raise ValueError(msg)
-    # anndata >= 0.12 writes an empty ``raw`` element (encoding "null") into every zarr store
-    if "raw" in f and f["raw"].attrs.get("encoding-type") != "null":
-        logg.warning("the store has a .raw, which read_lazy does not read (only X, layers and the annotations).")
-    parts = {k: ad.io.read_elem(f[k]) for k in ("obs", "var", "uns", "obsm", "varm", "obsp", "varp") if k in f}
-    layers = {k: lazy(f["layers"][k]) for k in f["layers"]} if "layers" in f else {}
-    return ad.AnnData(X=lazy(f["X"]), layers=layers, **parts)
