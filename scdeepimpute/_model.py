@@ -148,7 +148,7 @@ class DeepImpute:
 
     Target genes are split into blocks of ``subset_size``; each block gets its own network,
     ``Dense(hidden_units, relu) -> Dropout(dropout_rate) -> Dense(block, softplus)``, whose inputs are
-    the ``n_predictors`` genes most correlated (|Pearson r| on counts) with each of its targets,
+    the ``n_predictors`` genes most correlated (absolute Pearson r on counts) with each of its targets,
     never a target of the same block. All blocks train as one fused computation (a batched matrix
     product over a block axis) with the paper's weighted MSE ``mean(y * (y - y_hat)^2)`` on log1p
     counts, which ignores zeros and so learns the value a gene has *when detected*.
@@ -190,7 +190,7 @@ class DeepImpute:
     subset_size
         Target genes per sub-network (at most; see the deviations above for even blocks).
     n_predictors
-        Input genes taken per target (top |Pearson r|).
+        Input genes taken per target (highest absolute Pearson r).
     hidden_units, dropout_rate
         Width of the hidden ReLU layer and dropout rate after it.
     learning_rate, batch_size, max_epochs, patience
