@@ -13,6 +13,7 @@ Two things are generated at build time, so that the sources stay in one place:
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import shutil
 import sys
@@ -33,7 +34,7 @@ try:
     author = metadata("scdeepimpute")["Author"] or "scdeepimpute developers"
 except PackageNotFoundError:  # building from a checkout that was never installed
     author = "scdeepimpute developers"
-copyright = f"{datetime.now():%Y}, {author}"  # noqa: A001
+copyright = f"{datetime.now():%Y}, {author}"
 release = version = scdeepimpute.__version__
 
 # -- General configuration ---------------------------------------------------
@@ -80,7 +81,7 @@ nb_output_stderr = "remove"  # TensorFlow start-up chatter and progress bars, no
 # Inventories are fetched over the network; a build without one (CI sandboxes) would warn, and
 # -W turns that into a failure. Read the Docs has network, so links to the libraries resolve there.
 intersphinx_mapping = {}
-if __import__("os").environ.get("READTHEDOCS") == "True":
+if os.environ.get("READTHEDOCS") == "True":
     intersphinx_mapping = {
         "python": ("https://docs.python.org/3", None),
         "anndata": ("https://anndata.readthedocs.io/en/stable/", None),

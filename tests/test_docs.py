@@ -19,7 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT_OF_CORE = next(
     name for name in ("scdeepimpute.dask", "scdeepimpute.experimental") if importlib.util.find_spec(name) is not None
 )
-NAMESPACES = ["scdeepimpute", "scdeepimpute.pp", "scdeepimpute.tl", "scdeepimpute.pl", "scdeepimpute.datasets", OUT_OF_CORE]
+NAMESPACES = [
+    "scdeepimpute",
+    "scdeepimpute.pp",
+    "scdeepimpute.tl",
+    "scdeepimpute.pl",
+    "scdeepimpute.datasets",
+    OUT_OF_CORE,
+]
 
 
 def _public_objects() -> list[tuple[str, object]]:
@@ -77,6 +84,19 @@ def test_docs_build_without_warnings_and_have_a_page_per_public_name(tmp_path):
     for page in ["index", "installation", "api", "cli", "layers", "changelog", "references", "benchmarks/index"]:
         assert (out / f"{page}.html").is_file(), page
     tutorials = sorted(p.stem for p in (ROOT / "tutorials").glob("*.ipynb"))
-    assert tutorials and all((out / "tutorials" / f"{t}.html").is_file() for t in tutorials)
+    assert tutorials
+    assert all((out / "tutorials" / f"{t}.html").is_file() for t in tutorials)
     cli = (out / "cli.html").read_text(encoding="utf-8")
-    assert "--chunk-size" in cli and "usage: scdeepimpute demo" in cli
+    assert "--chunk-size" in cli
+    assert "usage: scdeepimpute demo" in cli
+
+
+def test_every_citation_has_a_bibliography_entry():
+    import re
+
+    keys = set(re.findall(r"^@\w+\{([^,]+),", (ROOT / "docs" / "references.bib").read_text(), flags=re.M))
+    sources = [*(ROOT / "scdeepimpute").rglob("*.py"), *(ROOT / "docs").glob("*.md")]
+    cited = {k for p in sources for k in re.findall(r":cite:[pt]?:?`([^`]+)`", p.read_text(encoding="utf-8"))}
+    cited = {k.strip() for group in cited for k in group.split(",")}
+    assert cited, "no :cite: found: the pattern is wrong"
+    assert cited <= keys, f"cited but not in docs/references.bib: {sorted(cited - keys)}"

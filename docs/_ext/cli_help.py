@@ -32,6 +32,7 @@ class CliHelp(SphinxDirective):
     option_spec = {"subcommand": directives.unchanged}
 
     def run(self) -> list[nodes.Node]:
+        """Build the parser and return its help text."""
         modname, _, funcname = self.arguments[0].partition(":")
         parser = getattr(importlib.import_module(modname), funcname)()
         if "subcommand" in self.options:
