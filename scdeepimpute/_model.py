@@ -443,7 +443,8 @@ class DeepImpute:
 
         Returns
         -------
-        Counts with the same shape as the input; non-target genes are copied unchanged.
+        numpy.ndarray
+            Counts with the same shape as the input; non-target genes are copied unchanged.
         """
         if fill is None:
             fill = "expected" if self.params["detection_head"] else "detected"
