@@ -58,7 +58,6 @@ default_role = "literal"
 autosummary_generate = ["api.md", "_api_sections.rst"]
 autosummary_ignore_module_all = False  # list what each namespace exports, nothing else
 autodoc_member_order = "groupwise"
-autodoc_typehints = "description"
 autoclass_content = "class"
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
@@ -121,8 +120,14 @@ def public_namespaces() -> list[str]:
     return [f"scdeepimpute.{n}" for n in first + sorted(set(found) - set(first))]
 
 
-def _first_line(obj) -> str:
-    return (obj.__doc__ or "").strip().splitlines()[0].rstrip(".")
+SECTION_TITLES = {"pp": "Preprocessing", "tl": "Tools", "pl": "Plotting", "datasets": "Datasets"}
+
+
+def _section_title(mod) -> str:
+    """Scanpy's names for the usual namespaces; any other takes the first line of its docstring."""
+    short = mod.__name__.removeprefix("scdeepimpute.")
+    first = (mod.__doc__ or short).strip().splitlines()[0].rstrip(".")
+    return f"{SECTION_TITLES.get(short, first)} (``{short}``)"
 
 
 def _write_api_sections() -> None:
@@ -133,7 +138,7 @@ def _write_api_sections() -> None:
         lines += ["   :toctree: generated", "", *(f"   {c}" for c in classes), ""]
     for modname in public_namespaces():
         mod = importlib.import_module(modname)
-        title = f"``{modname.removeprefix('scdeepimpute.')}``: {_first_line(mod)}"
+        title = _section_title(mod)
         lines += [title, "-" * len(title), "", f".. automodule:: {modname}", "   :no-members:", ""]
         lines += [f".. currentmodule:: {modname}", "", ".. autosummary::", "   :toctree: generated", ""]
         lines += [f"   {name}" for name in mod.__all__]
