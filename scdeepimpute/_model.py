@@ -39,7 +39,7 @@ class DeepImpute:
 
     Target genes are split into blocks of ``subset_size``; each block gets its own network,
     ``Dense(hidden_units, relu) -> Dropout(dropout_rate) -> Dense(block, softplus)``, whose inputs are
-    the ``n_predictors`` genes most correlated (|Pearson r| on counts) with each of its targets,
+    the ``n_predictors`` genes most correlated (absolute Pearson r on counts) with each of its targets,
     never a target of the same block. All blocks train as one fused computation (a batched matrix
     product over a block axis) with the paper's weighted MSE ``mean(y * (y - y_hat)^2)`` on log1p
     counts, which ignores zeros and so learns the value a gene has *when detected*.
@@ -278,7 +278,8 @@ class DeepImpute:
 
         Returns
         -------
-        Counts with the same shape as the input; non-target genes are copied unchanged.
+        numpy.ndarray
+            Counts with the same shape as the input; non-target genes are copied unchanged.
         """
         if fill is None:
             fill = default_fills(self.params["detection_head"])[0]

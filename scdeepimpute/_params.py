@@ -41,7 +41,7 @@ class Hyperparameters:
         512, paper=512, valid=lambda v: v >= 1, doc="Target genes per sub-network (at most; blocks are evened out)."
     )
     n_predictors: int = _param(
-        5, paper=5, valid=lambda v: v >= 1, doc="Input genes taken per target (top |Pearson r|)."
+        5, paper=5, valid=lambda v: v >= 1, doc="Input genes taken per target (highest absolute Pearson r)."
     )
     hidden_units: int = _param(256, paper=256, valid=lambda v: v >= 1, doc="Width of the hidden ReLU layer.")
     dropout_rate: float = _param(0.2, paper=0.2, valid=lambda v: 0 <= v < 1, doc="Dropout rate after the hidden layer.")

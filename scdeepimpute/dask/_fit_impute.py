@@ -4,7 +4,7 @@ How the work is split (see :mod:`scdeepimpute.dask`):
 
 * **Training** needs random access to its cells every epoch, so the ``train_size`` training cells
   (all cells when ``train_size=None``) are read into memory: ``X[cells]`` is computed block by block
-  (each block is read, subset and dropped), then :meth:`DeepImpute.fit` runs on that in-memory
+  (each block is read, subset and dropped), then :meth:`~scdeepimpute.DeepImpute.fit` runs on that in-memory
   subsample. Gene statistics (mean, variance, VMR), the gene-gene correlations behind predictor
   selection, the library-size centring and the overflow guard are all computed on those training
   cells, exactly as the in-memory ``fit(..., train_size=...)`` computes them on its subsample.
@@ -58,7 +58,7 @@ def fit(
 ) -> DeepImpute:
     """Fit ``model`` on dask-backed counts by reading its training cells into memory.
 
-    :meth:`DeepImpute.fit` draws the ``train_size`` cells, reads only those into memory and fits on
+    :meth:`~scdeepimpute.DeepImpute.fit` draws the ``train_size`` cells, reads only those into memory and fits on
     them; everything the fit computes (gene statistics, correlations, library sizes) comes from those
     cells, and the result is identical to ``model.fit`` on the same data in memory.
 
@@ -70,7 +70,7 @@ def fit(
         An AnnData whose ``X``/``layer`` is a dask array, or a dask array; cells x genes, chunked
         along cells only.
     layer, var_names, genes, check_counts, progress
-        As in :meth:`DeepImpute.fit`; ``check_counts`` checks the training cells.
+        As in :meth:`~scdeepimpute.DeepImpute.fit`; ``check_counts`` checks the training cells.
     train_size
         Cells to train on (fraction or number); they must fit in memory. ``None``: all cells.
 
@@ -195,7 +195,7 @@ def impute(
     data
         An AnnData whose ``X``/``layer`` is a dask array, or a dask array; chunked along cells only.
     layer, var_names, policy
-        As in :meth:`DeepImpute.impute`.
+        As in :meth:`~scdeepimpute.DeepImpute.impute`.
     fills
         Fills to compute; ``None``: both with a detection head (``("expected", "detected")``), else ``("detected",)``.
     check_counts
