@@ -213,7 +213,6 @@ def simulate(  # noqa: PLR0913
     ['Group1', 'Group2']
     >>> paper = sdi.datasets.simulate(preset="paper")  # 2000 cells x 4000 genes, 5 groups  # doctest: +SKIP
     """
-
     p = _resolve(
         preset,
         {
@@ -256,7 +255,7 @@ def simulate_chunks(
     random_state: int | np.random.Generator | None = 0,
     **params,
 ) -> Iterator[AnnData]:
-    """The cells of :func:`simulate` (with the same ``chunk_size``), ``chunk_size`` cells at a time.
+    """Yield the cells of :func:`simulate` (with the same ``chunk_size``), ``chunk_size`` cells at a time.
 
     Keywords are :func:`simulate`'s. Each chunk is an AnnData of consecutive cells (``obs`` names continue
     across chunks, ``var`` and ``uns`` are the whole simulation's); stacking the chunks gives
