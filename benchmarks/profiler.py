@@ -11,6 +11,7 @@ Data: ``--data speed:<cells>`` (the masked simulated cells of ``speed.py``, writ
 Run: ``python benchmarks/profiler.py [--data speed:10000] [--top 45] [--max-epochs N] [--no-cprofile]``
 (the memory table of 50k cells with 3 epochs, as ``memory_50k.py`` gave it:
 ``python benchmarks/profiler.py --data speed:50000 --max-epochs 3 --no-cprofile --top 0``).
+``--quick``: a 300-cell simulation, one epoch (the CI smoke test).
 """
 
 from __future__ import annotations
@@ -72,8 +73,10 @@ def main(argv=None) -> int:
     phase("fit" + ("" if profile is None else " (cProfile'd)"), fit)
     out = phase("predict", lambda: model.predict(X))
     rows[-1][0] += f" ({out.nbytes / 2**20:.0f} MB output)"
-    print(f"\n{X.shape[0]} cells x {X.shape[1]} genes, {model.history_.stopped_epoch} epochs, "
-          f"{len(model.targets_)} targets\n")
+    print(
+        f"\n{X.shape[0]} cells x {X.shape[1]} genes, {model.history_.stopped_epoch} epochs, "
+        f"{len(model.targets_)} targets\n"
+    )
     print(C.markdown_table(["phase", "wall s", "peak RSS MB", "RSS after MB"], rows))
     if profile is not None and args.top > 0:
         print()

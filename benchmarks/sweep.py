@@ -14,6 +14,7 @@ patience, ...), e.g.::
     python benchmarks/sweep.py --set patience=5,4,3 --set early_stop_tol=0,1e-3 --datasets sim_4000x3200
 
 Values are Python literals (``1e-3``, ``None``, ``True``, ``"paper"``) or bare words (``--set preset=default,paper``).
+``--quick``: the learning rate at 1e-3 and 3e-3 on a 300-cell simulation, two epochs (the CI smoke test).
 """
 
 from __future__ import annotations

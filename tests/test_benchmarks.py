@@ -16,7 +16,8 @@ SHARED = ROOT.parent / "shared" / "data"
 
 
 def _supports_quick(script: str) -> bool:
-    return "--quick" in (BENCH / script).read_text()
+    text = (BENCH / script).read_text()
+    return "--quick" in text or "C.parser(" in text  # _common.parser adds --quick
 
 
 def _case(script, args, header, *, shared=False, old_quick=None):
@@ -35,8 +36,8 @@ CASES = [
     _case("profiler.py", [], r"\| phase \| wall s \| peak RSS MB \| RSS after MB \|"),
     _case("million.py", [], r"\| cells \| non-zero \| training cells \| epochs \| fit s \|"),
     _case("fit_impute_timing.py", ["default"], r"default  300x\d+  fit [\d.]+ s  impute [\d.]+ s  val_loss [\d.]+"),
-    _case("paper.py", ["--skip-fig2"], r"## Fig\. 5|ari +ami +fmi"),
-    _case("paper.py", ["--skip-fig5"], r"### mouse1m_10k|mse +pearson", shared=True),
+    _case("paper.py", ["--skip-fig2"], r"## Fig\. 5.*\n.*ari +ami +fmi +silhouette +de_auc"),
+    _case("paper.py", ["--skip-fig5"], r"### mouse1m_10k: 200 cells.*\n +mse +pearson", shared=True),
     _case("accuracy.py", [], r"\| dataset \| method \|", shared=True),
     _case("speed.py", [], r"\| [^|\n]+ \|", old_quick="cap training at 3 epochs"),
 ]
