@@ -274,32 +274,32 @@ def peak_rss_mb() -> float:
 class RssSampler:
     """This process's RSS sampled by a background thread: ``now()`` and the peak since the last ``reset()`` (MB).
 
-    ``ru_maxrss`` cannot be reset, so the peak of one phase (fit, predict) after another needs sampling.
+    ``ru_maxrss`` cannot be reset, so the peak of one phase (fit, predict) after another needs sampling. Reads
+    ``/proc/self/statm`` (Linux).
     """
 
     def __init__(self, interval: float = 0.02):
         import threading
 
-        import psutil
-
-        self._proc = psutil.Process(os.getpid())
-        self._peak = 0
+        self._peak = 0.0
         self._interval = interval
         threading.Thread(target=self._watch, daemon=True).start()
 
     def _watch(self) -> None:
         while True:
-            self._peak = max(self._peak, self._proc.memory_info().rss)
+            self._peak = max(self._peak, self.now())
             time.sleep(self._interval)
 
-    def now(self) -> float:
-        return self._proc.memory_info().rss / 2**20
+    @staticmethod
+    def now() -> float:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
     def reset(self) -> None:
-        self._peak = 0
+        self._peak = 0.0
 
     def peak(self) -> float:
-        return max(self._peak, self._proc.memory_info().rss) / 2**20
+        return max(self._peak, self.now())
 
 
 def machine_info() -> dict[str, str]:
