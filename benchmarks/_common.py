@@ -1,4 +1,4 @@
-"""Shared helpers of the speed benchmarks: data, block selection, the original's branch structure, timing.
+"""Shared helpers of the benchmarks: the one dataset loader, the speed data, the original's structure, timing.
 
 Nothing here is part of the package; the benchmarks import it as ``_common`` (run them from the repository
 root as ``python benchmarks/<script>.py``).
@@ -13,76 +13,107 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import sparse
 
-MOUSE1M = Path("/work/shared/data/mouse1m_10k/mouse1m_10k.h5ad")
+if TYPE_CHECKING:
+    import anndata as ad
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
 CACHE = Path(os.environ.get("SDI_BENCH_CACHE", "/tmp/scdeepimpute_bench"))
+
+#: The public datasets in ../shared/data: file, labels column (or None), and an optional (column, value) filter.
+DATASETS: dict[str, tuple[str, str | None, tuple[str, str] | None]] = {
+    "pbmc4k_2100": ("pbmc4k_2100/pbmc4k_2100.h5ad", "cell_type", None),
+    "pbmc3k_ds30": ("pbmc3k_ds30/pbmc3k_ds30.h5ad", "cell_type", None),
+    "mouse1m_10k": ("mouse1m_10k/mouse1m_10k.h5ad", None, None),
+    "celseq2": ("cellbench/sc_celseq2.h5ad", "cell_line", ("demuxlet_cls", "SNG")),
+    "dropseq": ("cellbench/sc_dropseq.h5ad", "cell_line", None),
+    "celseq2_5cl_p1": ("cellbench/sc_celseq2_5cl_p1.h5ad", "cell_line_demuxlet", ("demuxlet_cls", "SNG")),
+    "zeisel_200": ("zeisel_200/zeisel_200.h5ad", None, None),
+}
 
 
 # --------------------------------------------------------------------------- data
-def load_mouse1m() -> sparse.csr_matrix:
-    """The 10k x 1000 Mouse1M subset (raw counts, CSR float32)."""
+def dataset_available(name: str) -> bool:
+    """Whether ``load_dataset(name)`` can run here (the simulator always can)."""
+    return name.startswith("sim") or (SHARED / DATASETS[name][0]).exists()
+
+
+def load_dataset(
+    name: str, *, min_detection: float = 0.05, n_obs: int | None = None, seed: int = 0
+) -> tuple[ad.AnnData, str | None]:
+    """One benchmark dataset as CSR float32 counts and its labels column (or None).
+
+    ``name``: a key of :data:`DATASETS`, ``"simulation"`` (``sdi.datasets.simulate(preset="paper")``) or
+    ``"sim_<cells>x<genes>"`` (the same preset at that size). ``n_obs``: a random subsample of that many cells
+    (seed ``seed``). Genes detected in fewer than ``min_detection`` of the (kept) cells are dropped, as in the
+    paper's accuracy protocol.
+    """
     import anndata as ad
 
-    return sparse.csr_matrix(ad.read_h5ad(MOUSE1M).X, dtype=np.float32)
+    import scdeepimpute as sdi
 
+    if name.startswith("sim"):
+        size = {}
+        if "_" in name:
+            cells, genes = name.split("_", 1)[1].split("x")
+            size = {"n_obs": int(cells), "n_vars": int(genes)}
+        a, labels = sdi.datasets.simulate(preset="paper", random_state=seed, **size), "group"
+    else:
+        path, labels, keep = DATASETS[name]
+        a = ad.read_h5ad(SHARED / path)
+        if keep is not None:
+            a = a[a.obs[keep[0]] == keep[1]].copy()
+        if labels is not None and labels not in a.obs:
+            labels = "cell_type" if "cell_type" in a.obs else None
+    a.var_names_make_unique()
+    if n_obs is not None and n_obs < a.n_obs:
+        a = a[np.sort(np.random.default_rng(seed).choice(a.n_obs, n_obs, replace=False))].copy()
+    a.X = sparse.csr_matrix(a.X, dtype=np.float32)
+    detected = np.asarray((a.X > 0).mean(axis=0)).ravel() >= min_detection
+    return a[:, detected].copy(), labels
+
+
+#: The speed benchmarks' simulation: ``sdi.datasets.simulate`` keywords (Splat with five groups, more DE than the
+#: paper preset, smaller libraries, no dropout) before keeping the genes detected in >= 20% of the cells.
+SIM_PARAMS: dict[str, object] = {
+    "group_prob": (0.1, 0.1, 0.2, 0.2, 0.4),
+    "de_prob": 0.2,
+    "de_fac_loc": 0.5,
+    "de_fac_scale": 0.4,
+    "lib_loc": 9.1,
+    "lib_scale": 0.3,
+}
 
 SIM_DESCRIPTION = (
-    "Splat-like simulation (benchmarks/_common.py:simulate_counts): 5 cell types (10/10/20/20/40%), "
-    "gene means Gamma(0.6, rate 0.3) with 5% outliers, 20% DE genes per type (log-normal factor, loc 0.5, "
-    "scale 0.4), library sizes LogNormal(9.1, 0.3), Splat BCV (0.1 + 1/sqrt(mu)) * sqrt(60/chi2_60), "
-    "counts Gamma-Poisson (negative binomial), no extra dropout; 7000 genes simulated, then the first "
-    "{n_genes} genes detected in >= 20% of the 50k cells are kept (paper Fig 6: 3205 genes >= 20%); "
+    "Splat simulation (`sdi.datasets.simulate(chunk_size=5000, **benchmarks/_common.py:SIM_PARAMS)`): 5 cell "
+    "types (10/10/20/20/40%), Splatter's gene means and outliers, 20% DE genes per type (log-normal factor, loc "
+    "0.5, scale 0.4), library sizes LogNormal(9.1, 0.3), Splatter's BCV, no dropout; 7000 genes simulated, then "
+    "the first {n_genes} genes detected in >= 20% of the 50k cells are kept (paper Fig 6: 3205 genes >= 20%); "
     "smaller sizes are the first n cells"
 )
 
 
-def simulate_counts(
-    n_cells: int, n_genes_sim: int = 7000, *, seed: int = 0, chunk: int = 5000
-) -> tuple[sparse.csr_matrix, np.ndarray]:
-    """Negative-binomial counts with cell types (Splat-like), generated in row chunks; returns (CSR, groups)."""
-    rng = np.random.default_rng(seed)
-    probs = np.array([0.1, 0.1, 0.2, 0.2, 0.4])
-    base = rng.gamma(0.6, 1 / 0.3, n_genes_sim)
-    outlier = rng.random(n_genes_sim) < 0.05
-    base[outlier] = np.median(base) * rng.lognormal(4.0, 0.5, outlier.sum())
-    de = np.ones((probs.size, n_genes_sim))
-    for g in range(probs.size):
-        sel = rng.random(n_genes_sim) < 0.2
-        fac = rng.lognormal(0.5, 0.4, sel.sum())
-        fac[rng.random(sel.sum()) < 0.5] **= -1
-        de[g, sel] = fac
-    means = base * de
-    props = means / means.sum(axis=1, keepdims=True)  # per type, proportions
-    chi = np.sqrt(60.0 / rng.chisquare(60.0, n_genes_sim))
-    groups = rng.choice(probs.size, size=n_cells, p=probs)
-    libs = rng.lognormal(9.1, 0.3, n_cells)
-    parts = []
-    for start in range(0, n_cells, chunk):
-        r = np.random.default_rng([seed, start])
-        sl = slice(start, min(start + chunk, n_cells))
-        mu = props[groups[sl]] * libs[sl, None]
-        bcv = (0.1 + 1 / np.sqrt(mu)) * chi
-        lam = r.gamma(1 / bcv**2, mu * bcv**2)
-        counts = r.poisson(lam).astype(np.float32)
-        parts.append(sparse.csr_matrix(counts))
-    return sparse.vstack(parts, format="csr"), groups
-
-
 def speed_data_path(n_cells: int, n_genes: int, cache: Path = CACHE) -> Path:
-    return cache / f"sim_{n_genes}g_{n_cells}c.npz"
+    return cache / f"splat_{n_genes}g_{n_cells}c.npz"
 
 
 def make_speed_data(sizes: list[int], n_genes: int = 3200, cache: Path = CACHE) -> dict[int, Path]:
     """Write (once) the simulated matrices for each size in ``sizes`` (first n cells of the largest)."""
+    import scdeepimpute as sdi
+
     cache.mkdir(parents=True, exist_ok=True)
     paths = {n: speed_data_path(n, n_genes, cache) for n in sizes}
     if all(p.exists() for p in paths.values()):
         return paths
     n_max = max(max(sizes), 50_000)
-    X, _ = simulate_counts(n_max)
+    a = sdi.datasets.simulate(n_obs=n_max, n_vars=7000, chunk_size=5000, random_state=0, **SIM_PARAMS)
+    X = a.X
+    del a
     det = np.diff(X.tocsc().indptr) / X.shape[0]
     keep = np.flatnonzero(det >= 0.2)[:n_genes]
     if keep.size < n_genes:
@@ -94,39 +125,24 @@ def make_speed_data(sizes: list[int], n_genes: int = 3200, cache: Path = CACHE) 
     return paths
 
 
-def mask_nonzeros(X: sparse.csr_matrix, n_per_gene: int = 10, seed: int = 0):
-    """Zero ``n_per_gene`` random non-zeros of every gene having more; return (masked, rows, cols, truth)."""
-    rng = np.random.default_rng(seed)
-    Xc = X.tocsc(copy=True)
-    rows, cols, vals = [], [], []
-    for g in range(Xc.shape[1]):
-        lo, hi = Xc.indptr[g], Xc.indptr[g + 1]
-        if hi - lo <= n_per_gene:
-            continue
-        pick = lo + rng.choice(hi - lo, n_per_gene, replace=False)
-        rows.append(Xc.indices[pick])
-        cols.append(np.full(n_per_gene, g))
-        vals.append(Xc.data[pick].copy())
-        Xc.data[pick] = 0
-    Xc.eliminate_zeros()
-    return Xc.tocsr(), np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
-
-
 def masked_speed_data(n_cells: int, n_genes: int, cache: Path = CACHE):
-    """The speed data masked by ``mask_nonzeros(X, 10, seed=0)``: ``(masked CSR, rows, cols, truth)``.
+    """The speed data masked by ``sdi.tl.mask_counts`` (10 per gene, seed 0): ``(masked CSR, rows, cols, truth)``.
 
     Written once (a folder of ``.npy`` arrays beside the unmasked matrix), so that a benchmark process reads
     only the masked input, straight into its arrays: masking holds two copies of the matrix, and reading an
     ``.npz`` member holds its bytes beside the array, either of which would set that process's peak memory.
     """
-    folder = cache / f"sim_{n_genes}g_{n_cells}c_masked10"
+    folder = cache / f"splat_{n_genes}g_{n_cells}c_masked10"
     names = ("data", "indices", "indptr", "shape", "rows", "cols", "truth")
     if not all((folder / f"{k}.npy").exists() for k in names):
+        from scdeepimpute.tl import mask_counts
+
         X = sparse.load_npz(speed_data_path(n_cells, n_genes, cache)).tocsr()
-        Xm, rows, cols, truth = mask_nonzeros(X, 10, seed=0)
+        res = mask_counts(X, n_masked=10, random_state=0)
+        Xm = sparse.csr_matrix(res.X)
         folder.mkdir(parents=True, exist_ok=True)
         arrays = {"data": Xm.data, "indices": Xm.indices, "indptr": Xm.indptr, "shape": np.asarray(Xm.shape),
-                  "rows": rows, "cols": cols, "truth": truth}
+                  "rows": res.obs_idx, "cols": res.var_idx, "truth": res.values}
         for k, v in arrays.items():
             np.save(folder / f"{k}.npy", v)
     z = {k: np.load(folder / f"{k}.npy") for k in names}
@@ -135,7 +151,9 @@ def masked_speed_data(n_cells: int, n_genes: int, cache: Path = CACHE):
 
 
 def masked_mse(truth: np.ndarray, imputed: np.ndarray) -> float:
-    return float(np.mean((np.log1p(truth) - np.log1p(np.clip(imputed, 0, None))) ** 2))
+    from scdeepimpute.tl import masked_metrics
+
+    return float(masked_metrics(truth, imputed)["mse"])
 
 
 # --------------------------------------------------------------------------- blocks
@@ -181,11 +199,6 @@ def split_cells(n: int, fraction: float = 0.05, seed: int = 0) -> tuple[np.ndarr
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def val_loss_numpy(y: list[np.ndarray], yhat: list[np.ndarray]) -> float:
-    """Sum over blocks of mean(y * (y - yhat)^2): the paper's loss, evaluated identically for both structures."""
-    return float(sum(np.mean(a * (a - b) ** 2, dtype=np.float64) for a, b in zip(y, yhat, strict=True)))
-
-
 # --------------------------------------------------------------------------- the original's structure
 def build_branches(blocks: Blocks, *, hidden: int = 256, dropout: float = 0.2, learning_rate: float = 1e-4,
                    seed: int = 0):
@@ -195,8 +208,6 @@ def build_branches(blocks: Blocks, *, hidden: int = 256, dropout: float = 0.2, l
     (glorot_uniform weights, zero biases: the scheme the fused network reproduces per block), loss
     ``mean(y * (y - y_hat)^2)`` on every output, summed by Keras; Adam.
     """
-    from scdeepimpute._backend import import_keras
-
     tf, keras = import_keras()
     keras.utils.set_random_seed(seed)
     inputs, outputs = [], []
@@ -218,20 +229,31 @@ def build_branches(blocks: Blocks, *, hidden: int = 256, dropout: float = 0.2, l
 
 def branch_arrays(X, rows: np.ndarray, blocks: Blocks) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Dense log1p inputs and targets per block (the original densifies everything before ``fit``)."""
-    from scdeepimpute._utils import dense_rows
-
+    sub = X[rows]
     xs, ys = [], []
     for b, p in zip(blocks.blocks, blocks.predictors, strict=True):
-        xs.append(np.log1p(dense_rows(X, rows, p)))
-        ys.append(np.log1p(dense_rows(X, rows, b)))
+        xs.append(np.log1p(_dense(sub[:, p])))
+        ys.append(np.log1p(_dense(sub[:, b])))
     return xs, ys
+
+
+def _dense(X) -> np.ndarray:
+    return (X.toarray() if sparse.issparse(X) else np.asarray(X)).astype(np.float32, copy=False)
+
+
+def import_keras():
+    """``(tf, keras)`` on TensorFlow's backend, as the package runs them."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    return tf, keras
 
 
 # --------------------------------------------------------------------------- machine
 def matmul_gflops(n: int = 4096, reps: int = 5) -> float:
     """Best-of-``reps`` float32 ``tf.matmul`` of two n x n matrices, in GFLOP/s (2 n^3 flops)."""
-    from scdeepimpute._backend import import_keras
-
     tf, _ = import_keras()
     a = tf.random.normal((n, n))
     b = tf.random.normal((n, n))
@@ -252,32 +274,32 @@ def peak_rss_mb() -> float:
 class RssSampler:
     """This process's RSS sampled by a background thread: ``now()`` and the peak since the last ``reset()`` (MB).
 
-    ``ru_maxrss`` cannot be reset, so the peak of one phase (fit, predict) after another needs sampling.
+    ``ru_maxrss`` cannot be reset, so the peak of one phase (fit, predict) after another needs sampling. Reads
+    ``/proc/self/statm`` (Linux).
     """
 
     def __init__(self, interval: float = 0.02):
         import threading
 
-        import psutil
-
-        self._proc = psutil.Process(os.getpid())
-        self._peak = 0
+        self._peak = 0.0
         self._interval = interval
         threading.Thread(target=self._watch, daemon=True).start()
 
     def _watch(self) -> None:
         while True:
-            self._peak = max(self._peak, self._proc.memory_info().rss)
+            self._peak = max(self._peak, self.now())
             time.sleep(self._interval)
 
-    def now(self) -> float:
-        return self._proc.memory_info().rss / 2**20
+    @staticmethod
+    def now() -> float:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
     def reset(self) -> None:
-        self._peak = 0
+        self._peak = 0.0
 
     def peak(self) -> float:
-        return max(self._peak, self._proc.memory_info().rss) / 2**20
+        return max(self._peak, self.now())
 
 
 def machine_info() -> dict[str, str]:
@@ -331,3 +353,24 @@ def write_section(path: Path, name: str, text: str) -> None:
     else:
         new = old.rstrip() + "\n\n" + block + "\n"
     path.write_text(new)
+
+
+# --------------------------------------------------------------------------- command line
+def parser(doc: str):
+    """An ``argparse`` parser with the module docstring as help and the ``--quick`` flag every script has."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny data, 1-2 epochs: the smoke test CI runs")
+    return p
+
+
+def quiet() -> None:
+    """Silence scanpy's and TensorFlow's chatter (before TensorFlow is imported)."""
+    import warnings
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore")
+    import scanpy as sc
+
+    sc.settings.verbosity = 0

@@ -10,6 +10,8 @@ change only speed. Compare versions in one session by pointing ``PYTHONPATH`` at
 Data: ``--npz`` (a scipy sparse ``.npz``, cells x genes counts; e.g. the cache ``benchmarks/speed.py`` writes)
 or, by default, the bundled example; ``--dense`` passes it as a dense array (the dense training and prediction
 paths). ``--min-vmr`` (default 0: every gene with variance is a target) above 0 leaves some genes untargeted.
+``--quick``: one epoch on the first 300 cells (the CI smoke test; compare its checksums only with another
+``--quick`` run).
 """
 
 from __future__ import annotations
@@ -34,9 +36,14 @@ parser.add_argument("--npz", default=None, help="sparse counts (.npz); default: 
 parser.add_argument("--epochs", type=int, default=5)
 parser.add_argument("--min-vmr", type=float, default=0.0)
 parser.add_argument("--dense", action="store_true")
+parser.add_argument("--quick", action="store_true", help="one epoch")
 args = parser.parse_args()
+if args.quick:
+    args.epochs = 1
 
 X = sdi.datasets.example().X if args.npz is None else sparse.load_npz(args.npz).tocsr().astype(np.float32)
+if args.quick:
+    X = X[:300]
 if args.dense:
     X = X.toarray() if sparse.issparse(X) else np.asarray(X)
 model = sdi.DeepImpute(preset=args.preset, max_epochs=args.epochs, patience=10**6, min_vmr=args.min_vmr)

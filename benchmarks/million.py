@@ -3,18 +3,17 @@
 Steps, for each size (``--cells``, default 50,000, 200,000 and 1,000,000):
 
 1. **Simulate** a cells x 3200 genes sparse count matrix straight to an AnnData zarr store, in chunks of
-   5,000 cells (never the whole matrix in memory): 6 latent cell types (Dirichlet(3) proportions), gene
-   base means Gamma(shape 0.3, scale 0.3), 25% of genes per type scaled by a LogNormal(0, 1) factor,
-   cell size factors LogNormal(0, 0.4), negative-binomial counts (Gamma-Poisson) with dispersion
-   0.1 + 0.9 / (1 + 10 x mean); 8.2% of entries are non-zero (the exact fraction is reported).
+   5,000 cells (never the whole matrix in memory): ``sdi.datasets.simulate_chunks`` with the speed benchmarks'
+   Splat parameters and smaller libraries (``SIM_PARAMS``: 5 cell types, 20% DE genes per type, library sizes
+   LogNormal(6.5, 0.3), no dropout; about 8% of the entries are non-zero, the exact fraction is reported).
    Cells are i.i.d., so a contiguous block of cells is a random sample of cells.
 2. **Mask** a held-aside block of 10,000 cells (in the middle of the file) before writing it: 10
    non-zeros per gene among those cells are set to 0 with ``scdeepimpute.tl.mask_counts`` (the paper's
    logistic dropout weighting; genes with fewer than 11 non-zeros there are skipped). The true values
    and positions are kept aside.
-3. **Impute** in a fresh subprocess (so its peak RSS is its own): ``scdeepimpute.experimental.read_lazy``
-   (chunks of ``--chunk-size`` cells) -> ``experimental.fit(DeepImpute(), train_size=...)`` (only the
-   training cells are read into memory) -> ``experimental.impute_to_zarr`` (both layers, ``imputed`` and
+3. **Impute** in a fresh subprocess (so its peak RSS is its own): ``scdeepimpute.dask.read_lazy``
+   (chunks of ``--chunk-size`` cells) -> ``scdeepimpute.dask.fit(DeepImpute(), train_size=...)`` (only the
+   training cells are read into memory) -> ``scdeepimpute.dask.impute_to_zarr`` (both layers, ``imputed`` and
    ``imputed_detected``, streamed to a zarr store in one pass).
 4. **Score** the masked entries of the held-aside cells (read back from the output store): MSE and
    Pearson r on log1p counts for ``imputed_detected``, ``imputed`` and no imputation (zeros).
@@ -27,6 +26,7 @@ Usage (from the repository root)::
     python benchmarks/million.py                         # 50k, 200k, 1M cells, 20k training cells -> RESULTS_million.md
     python benchmarks/million.py --cells 200000          # another size
     python benchmarks/million.py --cells 50000 --no-write  # print only
+    python benchmarks/million.py --quick                  # 2000 x 500, 1 epoch, in one process, print only (CI)
 
 Data and outputs go to ``$SDI_BENCH_CACHE`` (default /tmp/scdeepimpute_bench/million); the input stores
 are kept for reruns (1M cells: 0.4 GB), the imputed stores (1M cells: 21 GiB) are deleted after scoring
@@ -38,12 +38,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from datetime import UTC, datetime
@@ -51,8 +48,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+import _common as C  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("SDI_BENCH_CACHE", "/tmp/scdeepimpute_bench")) / "million"
+CACHE = C.CACHE / "million"
 RESULTS = ROOT / "benchmarks" / "RESULTS_million.md"
 
 N_GENES = 3200
@@ -60,54 +60,29 @@ GEN_CHUNK = 5000
 N_HELD = 10_000
 SEED = 0
 
+#: The speed data's Splat parameters with smaller libraries: 8.4% of the entries are non-zero (at 2000 cells), as
+#: in the scale runs before the benchmarks shared one simulator (8.2%, 2962df5).
+SIM_PARAMS = {**C.SIM_PARAMS, "lib_loc": 6.5}
 SIM_DESCRIPTION = (
-    "6 latent cell types (Dirichlet(3) proportions), gene base means Gamma(shape 0.3, scale 0.3), 25% of genes "
-    "per type scaled by LogNormal(0, 1), cell size factors LogNormal(0, 0.4), negative-binomial (Gamma-Poisson) "
-    "counts with dispersion 0.1 + 0.9 / (1 + 10 x mean); cells i.i.d., generated and written in chunks of "
-    f"{GEN_CHUNK} cells"
+    "Splat: `sdi.datasets.simulate_chunks(5000, n_vars=3200, **benchmarks/million.py:SIM_PARAMS)`, 5 cell types "
+    "(10/10/20/20/40%), 20% DE genes per type, library sizes LogNormal(6.5, 0.3), no dropout; cells i.i.d., "
+    "generated and written in chunks of 5000 cells"
 )
 
 
 # --------------------------------------------------------------------------- simulation
-def sim_params(seed: int = SEED):
-    rng = np.random.default_rng([seed, 1])
-    n_types = 6
-    probs = rng.dirichlet(np.full(n_types, 3.0))
-    base = rng.gamma(0.3, 0.3, N_GENES)
-    fold = np.ones((n_types, N_GENES))
-    de = rng.random((n_types, N_GENES)) < 0.25
-    fold[de] = rng.lognormal(0.0, 1.0, de.sum())
-    dispersion = 0.1 + 0.9 / (1 + 10 * base)
-    return probs, base[None, :] * fold, 1.0 / dispersion
+def simulate_to_zarr(path: Path, n_cells: int, held: tuple[int, int], gen_chunk: int = GEN_CHUNK,
+                     seed: int = SEED) -> dict:
+    """Write the simulated counts (held-aside block masked) as an AnnData zarr store; return a summary.
 
-
-def sim_chunk(start: int, stop: int, seed: int = SEED):
-    """CSR counts (float32) of cells ``start:stop`` and their types; depends only on (seed, start, stop)."""
-    from scipy import sparse
-
-    probs, means, size = sim_params(seed)
-    rng = np.random.default_rng([seed, 2, start])
-    n = stop - start
-    types = rng.choice(probs.size, n, p=probs)
-    mu = (means[types] * rng.lognormal(0.0, 0.4, n)[:, None]).astype(np.float32)
-    lam = rng.standard_gamma(np.broadcast_to(size.astype(np.float32), mu.shape), dtype=np.float32)
-    lam *= mu / size.astype(np.float32)
-    counts = rng.poisson(lam).astype(np.float32)
-    return sparse.csr_matrix(counts), types
-
-
-def _sim_unit(args):
-    return args, *sim_chunk(*args)
-
-
-def simulate_to_zarr(path: Path, n_cells: int, held: tuple[int, int], seed: int = SEED) -> dict:
-    """Write the simulated counts (held-aside block masked) as an AnnData zarr store; return a summary."""
-    from multiprocessing import get_context
-
+    ``held`` starts and ends on multiples of ``gen_chunk`` (or at the last cell): its chunks are gathered and
+    masked as one block, so the mask draws ``10`` non-zeros per gene among all the held-aside cells.
+    """
     import anndata as ad
     import pandas as pd
     import zarr
 
+    from scdeepimpute.datasets._simulate import simulate_chunks
     from scdeepimpute.tl import mask_counts
 
     t0 = time.perf_counter()
@@ -122,29 +97,37 @@ def simulate_to_zarr(path: Path, n_cells: int, held: tuple[int, int], seed: int 
     indptr = X.create_array("indptr", shape=(n_cells + 1,), chunks=(1 << 18,), dtype="int64")
     indptr[0:1] = np.zeros(1, np.int64)
 
-    # write units: chunks of GEN_CHUNK cells, the held-aside block as one unit (masked as a whole)
-    units, start = [], 0
-    while start < n_cells:
-        stop = held[1] if start == held[0] else min(start + GEN_CHUNK, held[0] if start < held[0] else n_cells)
-        units.append((start, stop, seed))
-        start = stop
     types = np.empty(n_cells, np.int16)
     nnz = 0
     mask = None
-    with get_context("spawn").Pool(2) as pool:
-        for (start, stop, _), csr, t in pool.imap(_sim_unit, units):
-            if (start, stop) == held:
-                res = mask_counts(csr, n_masked=10, mode="gene", random_state=seed)
-                mask = {"obs_idx": res.obs_idx + start, "var_idx": res.var_idx, "values": res.values}
-                mask["n_skipped_genes"] = int(res.n_skipped)
-                csr = res.X
-            data.append(csr.data.astype(np.float32))
-            indices.append(csr.indices.astype(np.int32))
-            indptr[start + 1 : stop + 1] = csr.indptr[1:].astype(np.int64) + nnz
-            nnz += csr.nnz
-            types[start:stop] = t
+    pending = []  # the held-aside block's chunks, masked together once complete
+    chunks = simulate_chunks(gen_chunk, n_obs=n_cells, n_vars=N_GENES, random_state=seed, **SIM_PARAMS)
+    start = 0
+    for chunk in chunks:
+        stop = start + chunk.n_obs
+        types[start:stop] = chunk.obs["group"].cat.codes.to_numpy()
+        csr = chunk.X
+        if held[0] <= start < held[1]:
+            pending.append(csr)
+            if stop < held[1]:
+                start = stop
+                continue
+            from scipy import sparse
+
+            res = mask_counts(sparse.vstack(pending, format="csr"), n_masked=10, mode="gene", random_state=seed)
+            mask = {"obs_idx": res.obs_idx + held[0], "var_idx": res.var_idx, "values": res.values}
+            mask["n_skipped_genes"] = int(res.n_skipped)
+            csr, pending, first = res.X, [], held[0]
+        else:
+            first = start
+        data.append(csr.data.astype(np.float32))
+        indices.append(csr.indices.astype(np.int32))
+        indptr[first + 1 : stop + 1] = csr.indptr[1:].astype(np.int64) + nnz
+        nnz += csr.nnz
+        start = stop
     obs = pd.DataFrame(
-        {"cell_type": pd.Categorical(types.astype(str))}, index=pd.Index([f"c{i:07d}" for i in range(n_cells)])
+        {"cell_type": pd.Categorical.from_codes(types, categories=[f"Group{i + 1}" for i in range(types.max() + 1)])},
+        index=pd.Index([f"c{i:07d}" for i in range(n_cells)]),
     )
     obs["held_aside"] = False
     obs.iloc[held[0] : held[1], 1] = True
@@ -174,61 +157,27 @@ def _du(path: Path) -> int:
 
 
 # --------------------------------------------------------------------------- imputation (subprocess)
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-class _RssSampler:
-    """Samples the current RSS (from /proc) every ``dt`` seconds; ``peak()`` since the last ``reset()``."""
-
-    def __init__(self, dt: float = 0.5):
-        self.dt, self._peak, self._stop = dt, 0.0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    @staticmethod
-    def current() -> float:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-    def _run(self):
-        while not self._stop.is_set():
-            self._peak = max(self._peak, self.current())
-            time.sleep(self.dt)
-
-    def reset(self) -> None:
-        self._peak = self.current()
-
-    def peak(self) -> float:
-        return max(self._peak, self.current())
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
 def worker(args) -> None:
     """Fit on a subsample and stream the imputation to zarr; print one JSON line of measurements."""
     import warnings
 
     warnings.simplefilter("ignore")
-    sampler = _RssSampler()
-    import scanpy as sc
-
+    sampler = C.RssSampler(interval=0.5)
+    C.quiet()
     import scdeepimpute as sdi
     from scdeepimpute import dask as sdx
-    from scdeepimpute._backend import import_keras
 
-    sc.settings.verbosity = 0
-    import_keras()
-    out: dict = {"rss_after_imports_mb": sampler.current()}
+    C.import_keras()
+    out: dict = {"rss_after_imports_mb": sampler.now()}
     t0 = time.perf_counter()
     adata = sdx.read_lazy(args.input, chunk_size=args.chunk_size)
     out["read_lazy_s"] = time.perf_counter() - t0
-    out["read_lazy_rss_mb"] = sampler.current() - out["rss_after_imports_mb"]  # obs/var in memory
+    out["read_lazy_rss_mb"] = sampler.now() - out["rss_after_imports_mb"]  # obs/var in memory
 
+    epochs = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
     sampler.reset()
     t0 = time.perf_counter()
-    model = sdx.fit(sdi.DeepImpute(random_state=SEED), adata, train_size=args.train_size)
+    model = sdx.fit(sdi.DeepImpute(random_state=SEED, **epochs), adata, train_size=args.train_size)
     out["fit_s"] = time.perf_counter() - t0
     out["fit_inner_s"] = model.fit_time_  # DeepImpute.fit alone (without reading the training cells)
     out["fit_peak_rss_mb"] = sampler.peak()
@@ -258,16 +207,16 @@ def worker(args) -> None:
         scores[name] = masked_metrics(truth, block[rows, cols])
     scores["none"] = masked_metrics(truth, np.zeros_like(truth))
     out["scores"] = {k: {"mse": v["mse"], "pearson": v["pearson"], "n": v["n_masked"]} for k, v in scores.items()}
-    out["peak_rss_mb"] = _rss_mb()
-    sampler.stop()
-    print("RESULT " + json.dumps(out), flush=True)
+    out["peak_rss_mb"] = C.peak_rss_mb()
+    return out
 
 
 # --------------------------------------------------------------------------- driver
 def run_size(n_cells: int, args) -> dict:
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"sim_{n_cells}.zarr"
-    held = (n_cells // 2 // GEN_CHUNK * GEN_CHUNK, n_cells // 2 // GEN_CHUNK * GEN_CHUNK + N_HELD)
+    path = CACHE / f"splat_{n_cells}.zarr"
+    first = n_cells // 2 // args.gen_chunk * args.gen_chunk
+    held = (first, min(first + args.held, n_cells))
     meta = path.with_suffix(".json")
     if path.exists() and meta.exists() and json.loads(meta.read_text())["held"] == list(held):
         sim = json.loads(meta.read_text())
@@ -276,7 +225,7 @@ def run_size(n_cells: int, args) -> dict:
         print(f"[{n_cells}] simulating to {path} ...", flush=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # zarr/anndata format notices
-            sim = simulate_to_zarr(path, n_cells, held)
+            sim = simulate_to_zarr(path, n_cells, held, args.gen_chunk)
         print(f"[{n_cells}] simulated in {sim['sim_s']:.0f} s, density {sim['density']:.4f}", flush=True)
     out = CACHE / f"imputed_{n_cells}.zarr"
     train_size = min(args.train_size, n_cells)
@@ -294,69 +243,60 @@ def run_size(n_cells: int, args) -> dict:
         str(train_size),
         "--chunk-size",
         str(args.chunk_size),
+        *([] if args.max_epochs is None else ["--max-epochs", str(args.max_epochs)]),
     ]
     print(f"[{n_cells}] imputing (train_size={train_size}, chunk_size={args.chunk_size}) ...", flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if args.quick:  # in this process: one TensorFlow start fewer (its peak RSS then includes the simulation's)
+        res = worker(_parser().parse_args(cmd[2:]))
+    else:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            sys.stderr.write(proc.stderr[-5000:])
+            msg = f"worker failed for {n_cells} cells (exit {proc.returncode})"
+            raise RuntimeError(msg)
+        res = json.loads(lines[-1][len("RESULT ") :])
     wall = time.perf_counter() - t0
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stderr[-5000:])
-        msg = f"worker failed for {n_cells} cells (exit {proc.returncode})"
-        raise RuntimeError(msg)
-    res = json.loads(lines[-1][len("RESULT ") :])
     res["worker_wall_s"] = wall
     res["sim"] = sim
     res["train_size"] = train_size
     res["chunk_size"] = args.chunk_size
+    res["held"] = held[1] - held[0]
     if not args.keep_output:
         shutil.rmtree(out, ignore_errors=True)
     print(f"[{n_cells}] {json.dumps(res)}", flush=True)
     return res
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} logical cores"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"
-
-
-def _commit() -> str:
-    def git(*a):
-        return subprocess.run(["git", *a], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-
-    dirty = git("status", "--porcelain", "--", "scdeepimpute")
-    return git("rev-parse", "--short", "HEAD") + (" (scdeepimpute/ modified)" if dirty else "")
-
-
 def _ram_gib() -> int:
     return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
 
 
-def report(results: list[dict], command: str, commit: str, started: str, total_s: float) -> str:
+def report(
+    results: list[dict], command: str, commit: str, started: str, total_s: float, extrapolate: bool = True
+) -> str:
     from importlib.metadata import version
 
-    from scdeepimpute._params import PRESETS
+    import scdeepimpute as sdi
 
+    machine = C.machine_info()
     lines = [
         "# DeepImpute on a million cells, out of core (issue 5)",
         "",
-        f"{started}, commit {commit}, {_cpu()}, {_ram_gib()} GiB RAM (shared with other jobs), "
+        f"{started}, commit {commit}, {machine['cpu']}, {_ram_gib()} GiB RAM (shared with other jobs), "
         f"TF {version('tensorflow')} / Keras {version('keras')} / dask "
         f"{version('dask')} / zarr {version('zarr')}.",
         f"Command: `{command}` (total {total_s / 60:.1f} min including simulation).",
         "",
         f"Data: simulated ({SIM_DESCRIPTION}); written to an AnnData zarr store (CSR) chunk by chunk. "
-        f"Masking: in a held-aside block of {N_HELD} cells (middle of the file), 10 non-zeros per gene set to 0 with "
-        "`scdeepimpute.tl.mask_counts` (paper's logistic weighting) before writing; MSE / Pearson r on log1p counts "
+        f"Masking: in a held-aside block of {results[0]['held']:,} cells (middle of the file), 10 non-zeros per "
+        "gene set to 0 with `scdeepimpute.tl.mask_counts` (paper's logistic weighting) before writing; MSE / Pearson r "
+        "on log1p counts "
         "of those entries. Model: `DeepImpute()` (default preset: every gene with non-zero variance imputed, "
-        f"early stopping, patience {PRESETS['default']['patience']}), fitted with "
-        "`scdeepimpute.experimental.fit(train_size=...)`, prediction "
-        "streamed with `experimental.impute_to_zarr` (layers `imputed` and `imputed_detected`, float32, "
+        f"early stopping, patience {sdi.DeepImpute().params['patience']}), fitted with "
+        "`scdeepimpute.dask.fit(train_size=...)`, prediction "
+        "streamed with `scdeepimpute.dask.impute_to_zarr` (layers `imputed` and `imputed_detected`, float32, "
         "Blosc zstd-1 bitshuffle) by dask's threaded scheduler.",
         "",
         "| cells | non-zero | training cells | epochs | fit s | predict + write s | predict ms / 1k cells | "
@@ -392,7 +332,7 @@ def report(results: list[dict], command: str, commit: str, started: str, total_s
             f"DeepImpute.fit alone {r['fit_inner_s']:.0f} s; chunks of {r['chunk_size']} cells; "
             f"worker wall time {r['worker_wall_s']:.0f} s."
         )
-    lines += _extrapolation(results)
+    lines += _extrapolation(results) if extrapolate else []
     return "\n".join(lines) + "\n"
 
 
@@ -427,27 +367,39 @@ def _extrapolation(results: list[dict], target: int = 1_000_000) -> list[str]:
     return lines
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def _parser() -> argparse.ArgumentParser:
+    p = C.parser(__doc__)
     p.add_argument("--cells", default="50000,200000,1000000", help="comma-separated numbers of cells")
     p.add_argument("--train-size", type=int, default=20_000, help="training cells (capped at the number of cells)")
     p.add_argument("--chunk-size", type=int, default=5000, help="cells per dask chunk for prediction")
+    p.add_argument("--held", type=int, default=N_HELD, help="held-aside (masked) cells, a multiple of --gen-chunk")
+    p.add_argument("--gen-chunk", type=int, default=GEN_CHUNK, help="cells per simulated chunk")
+    p.add_argument("--max-epochs", type=int, default=None, help="cap the fit's epochs (default: the preset's)")
     p.add_argument("--keep-output", action="store_true", help="keep the imputed zarr stores")
     p.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.name}")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--input", help=argparse.SUPPRESS)
     p.add_argument("--output", help=argparse.SUPPRESS)
     p.add_argument("--mask", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    if args.quick:  # a store of its own: the size differs from the real runs'
+        global CACHE, N_GENES
+        CACHE, N_GENES = C.CACHE / "million_quick", 500
+        args.cells, args.train_size, args.chunk_size = "2000", 1000, 500
+        args.held, args.gen_chunk, args.max_epochs, args.no_write = 1000, 500, 1, True
     if args.worker:
-        worker(args)
+        print("RESULT " + json.dumps(worker(args)), flush=True)
         return
     command = "python benchmarks/million.py " + " ".join(sys.argv[1:] if argv is None else argv)
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    commit = _commit()
+    commit = C.machine_info()["commit"]
     t0 = time.perf_counter()
     results = [run_size(int(n), args) for n in args.cells.split(",")]
-    text = report(results, command.strip(), commit, started, time.perf_counter() - t0)
+    text = report(results, command.strip(), commit, started, time.perf_counter() - t0, not args.quick)
     print(text)
     if not args.no_write:
         RESULTS.write_text(text)

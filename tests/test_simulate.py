@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import sparse, special, stats
 
 from scdeepimpute.datasets import simulate
-from scdeepimpute.datasets._simulate import SPLAT_DEFAULTS, _logistic
+from scdeepimpute.datasets._simulate import SPLAT_DEFAULTS, _logistic, simulate_chunks
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +177,61 @@ def test_h5ad_roundtrip(tmp_path, groups_sim):
 def test_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         simulate(n_vars=20, **kwargs)
+
+
+# --------------------------------------------------------------------------- chunked mode
+CHUNKED = {"n_obs": 230, "n_vars": 400, "group_prob": [0.3, 0.7], "dropout_type": "experiment", "random_state": 4}
+
+
+@pytest.mark.parametrize("chunk_size", [1, 64, 230, 1000])
+def test_chunks_stack_to_the_chunked_simulation(chunk_size):
+    whole = simulate(**CHUNKED, chunk_size=chunk_size)
+    parts = list(simulate_chunks(chunk_size, **CHUNKED))
+    assert [p.n_obs for p in parts] == [min(chunk_size, 230 - s) for s in range(0, 230, chunk_size)]
+    stacked = ad.concat(parts, merge="same")
+    assert (stacked.X != whole.X).nnz == 0
+    assert (stacked.layers["true_counts"] != whole.layers["true_counts"]).nnz == 0
+    assert stacked.obs_names.tolist() == whole.obs_names.tolist() == [f"Cell{i + 1}" for i in range(230)]
+    pd.testing.assert_frame_equal(stacked.obs, whole.obs)
+
+
+@pytest.mark.parametrize("chunk_size", [50, 230])
+def test_chunked_keeps_genes_groups_and_libraries(chunk_size):
+    plain, chunked = simulate(**CHUNKED), simulate(**CHUNKED, chunk_size=chunk_size)
+    pd.testing.assert_frame_equal(plain.var, chunked.var)
+    pd.testing.assert_frame_equal(plain.obs, chunked.obs)
+    assert (plain.X != chunked.X).nnz > 0  # other draws of the counts
+    X, T = chunked.X.toarray(), chunked.layers["true_counts"].toarray()
+    assert np.all(X <= T)
+    assert (X == 0).mean() > (T == 0).mean()
+
+
+def test_chunked_follows_the_same_model():
+    kw = {"n_obs": 3000, "n_vars": 300, "group_prob": [0.5, 0.5], "random_state": 0}
+    plain, chunked = simulate(**kw), simulate(**kw, chunk_size=700)
+    # per-gene totals of 3000 cells: the two draws agree within sampling noise (same genes, same cells)
+    a, b = np.asarray(plain.X.sum(axis=0)).ravel(), np.asarray(chunked.X.sum(axis=0)).ravel()
+    expressed = (a + b) > 300
+    assert expressed.sum() > 100
+    ratio = np.log(b[expressed] / a[expressed])
+    assert abs(np.median(ratio)) < 0.05
+    assert np.mean(np.abs(ratio) < 0.3) > 0.95
+    assert stats.pearsonr(np.log1p(a), np.log1p(b))[0] > 0.99
+
+
+def test_chunked_is_seeded():
+    a, b = simulate(**CHUNKED, chunk_size=64), simulate(**CHUNKED, chunk_size=64)
+    c = simulate(**{**CHUNKED, "random_state": 5}, chunk_size=64)
+    assert (a.X != b.X).nnz == 0
+    assert (a.X != c.X).nnz > 0
+
+
+@pytest.mark.parametrize("chunk_size", [0, -3])
+def test_chunk_size_must_be_positive(chunk_size):
+    with pytest.raises(ValueError, match="chunk_size"):
+        simulate(n_obs=10, n_vars=10, chunk_size=chunk_size)
+
+
+def test_simulate_chunks_rejects_unknown_parameters():
+    with pytest.raises(TypeError, match="n_cells"):
+        next(simulate_chunks(10, n_cells=10))

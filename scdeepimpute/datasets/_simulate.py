@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -119,6 +119,7 @@ def simulate(  # noqa: PLR0913
     dropout_type: Literal["none", "experiment", "group"] | None = None,
     dropout_mid: float | Sequence[float] | None = None,
     dropout_shape: float | Sequence[float] | None = None,
+    chunk_size: int | None = None,
     random_state: int | np.random.Generator | None = 0,
 ) -> AnnData:
     """Simulate scRNA-seq counts with Splatter's Splat model :cite:p:`Zappia2017`.
@@ -175,6 +176,12 @@ def simulate(  # noqa: PLR0913
     dropout_mid, dropout_shape
         Midpoint and shape of the dropout logistic on log cell means (0, -1); one value per group for
         ``dropout_type="group"``.
+    chunk_size
+        Draw the counts ``chunk_size`` cells at a time, each chunk from its own child stream of the seed,
+        so that the dense temporaries (about ten ``chunk_size x n_vars`` float64 arrays) bound the memory
+        instead of ten ``n_obs x n_vars`` ones. Genes, groups and library sizes are those of the unchunked
+        simulation with the same seed; the counts follow the same model but are other draws.
+        :func:`simulate_chunks` yields the chunks one by one. ``None``: one draw of the whole matrix.
     random_state
         Seed or :class:`numpy.random.Generator`.
 
@@ -206,8 +213,6 @@ def simulate(  # noqa: PLR0913
     ['Group1', 'Group2']
     >>> paper = sdi.datasets.simulate(preset="paper")  # 2000 cells x 4000 genes, 5 groups  # doctest: +SKIP
     """
-    import anndata as ad
-
     p = _resolve(
         preset,
         {
@@ -232,107 +237,177 @@ def simulate(  # noqa: PLR0913
             "dropout_shape": dropout_shape,
         },
     )
-    n_cells, n_genes = int(p["n_obs"]), int(p["n_vars"])
-    if n_cells < 1 or n_genes < 1:
-        msg = f"need at least one cell and one gene, got n_obs={n_cells}, n_vars={n_genes}."
-        raise ValueError(msg)
-    probs = np.atleast_1d(np.asarray(p["group_prob"], dtype=np.float64))
-    if probs.ndim != 1 or np.any(probs < 0) or probs.sum() <= 0:
-        msg = f"`group_prob` must be non-negative with a positive sum, got {probs.tolist()}."
-        raise ValueError(msg)
-    probs = probs / probs.sum()
-    n_groups = probs.size
-    if p["dropout_type"] not in ("none", "experiment", "group"):
-        msg = f"`dropout_type` must be 'none', 'experiment' or 'group', got {p['dropout_type']!r}."
-        raise ValueError(msg)
-
-    rng = check_random_state(random_state)
-    group_names = [f"Group{i + 1}" for i in range(n_groups)]
-
-    # 1. groups (splatSimulate), 2. library sizes (splatSimLibSizes)
-    groups = rng.choice(n_groups, size=n_cells, p=probs)
-    lib_sizes = rng.lognormal(float(p["lib_loc"]), float(p["lib_scale"]), n_cells)
-
-    # 3. gene means with expression outliers (splatSimGeneMeans)
-    base_means = rng.gamma(float(p["mean_shape"]), 1.0 / float(p["mean_rate"]), n_genes)
-    out_facs = _lnorm_factors(rng, n_genes, float(p["out_prob"]), 0.0, float(p["out_fac_loc"]), float(p["out_fac_scale"]))
-    is_outlier = out_facs != 1
-    gene_means = base_means.copy()
-    gene_means[is_outlier] = np.median(base_means) * out_facs[is_outlier]
-
-    # 4. group DE factors (splatSimGroupDE); a single group gets no DE ("single" mode)
-    de_facs = np.ones((n_groups, n_genes))
-    if n_groups > 1:
-        de_p = _per_group(p["de_prob"], n_groups, "de_prob")
-        de_down = _per_group(p["de_down_prob"], n_groups, "de_down_prob")
-        de_loc = _per_group(p["de_fac_loc"], n_groups, "de_fac_loc")
-        de_scale = _per_group(p["de_fac_scale"], n_groups, "de_fac_scale")
-        for g in range(n_groups):
-            de_facs[g] = _lnorm_factors(rng, n_genes, de_p[g], de_down[g], de_loc[g], de_scale[g])
-
-    # 5. cell means (splatSimGroupCellMeans): cells x genes
-    cell_means = gene_means[None, :] * de_facs[groups]
-    cell_means /= cell_means.sum(axis=1, keepdims=True)
-    cell_means *= lib_sizes[:, None]
-
-    # 6. BCV-adjusted means (splatSimBCVMeans); one chi-square draw per gene
-    bcv_common_, bcv_df_ = float(p["bcv_common"]), float(p["bcv_df"])
-    bcv = bcv_common_ + 1.0 / np.sqrt(cell_means)
-    if np.isfinite(bcv_df_):
-        bcv = bcv * np.sqrt(bcv_df_ / rng.chisquare(bcv_df_, n_genes))[None, :]
-    bcv2 = bcv**2
-    lam = rng.gamma(1.0 / bcv2, cell_means * bcv2)
-    del bcv, bcv2
-
-    # 7. true counts (splatSimTrueCounts)
-    true_counts = rng.poisson(lam).astype(np.float32)
-
-    # 8. dropout (splatSimDropout)
-    if p["dropout_type"] == "none":
-        counts = true_counts
+    model = _Model(p, random_state)
+    if chunk_size is None:  # one chunk drawn from the model's own stream
+        X, true = model.rows(0, model.n_cells, model.rng)
     else:
+        parts = [model.rows(start, stop, rng) for start, stop, rng in model.chunks(chunk_size)]
+        X = sparse.vstack([x for x, _ in parts], format="csr")
+        true = sparse.vstack([t for _, t in parts], format="csr")
+        del parts
+    return model.anndata(X, true, slice(0, model.n_cells), preset=preset, random_state=random_state)
+
+
+def simulate_chunks(
+    chunk_size: int,
+    *,
+    preset: Literal["paper"] | None = None,
+    random_state: int | np.random.Generator | None = 0,
+    **params,
+) -> Iterator[AnnData]:
+    """Yield the cells of :func:`simulate` (with the same ``chunk_size``), ``chunk_size`` cells at a time.
+
+    Keywords are :func:`simulate`'s. Each chunk is an AnnData of consecutive cells (``obs`` names continue
+    across chunks, ``var`` and ``uns`` are the whole simulation's); stacking the chunks gives
+    ``simulate(chunk_size=chunk_size, ...)`` exactly. Only one chunk's dense draws are in memory at a time,
+    so the number of cells is bounded by disk, not memory, when each chunk is written out.
+    """
+    unknown = set(params) - set(SPLAT_DEFAULTS)
+    if unknown:
+        msg = f"unknown simulation parameters {sorted(unknown)}; see `simulate`."
+        raise TypeError(msg)
+    model = _Model(_resolve(preset, params), random_state)
+    for start, stop, rng in model.chunks(chunk_size):
+        X, true = model.rows(start, stop, rng)
+        yield model.anndata(X, true, slice(start, stop), preset=preset, random_state=random_state)
+
+
+class _Model:
+    """The gene- and cell-level draws of one simulation (steps 1-4 and the BCV's chi-square of step 6).
+
+    Drawn first, in this order, from the seed's stream; the per-entry draws of steps 6-8 follow, either from
+    the same stream (one chunk) or from one child stream per chunk (``chunks``), so a chunked simulation has
+    the same genes, groups and library sizes as the unchunked one and only its counts differ.
+    """
+
+    def __init__(self, p: dict[str, object], random_state) -> None:
+        n_cells, n_genes = int(p["n_obs"]), int(p["n_vars"])
+        if n_cells < 1 or n_genes < 1:
+            msg = f"need at least one cell and one gene, got n_obs={n_cells}, n_vars={n_genes}."
+            raise ValueError(msg)
+        probs = np.atleast_1d(np.asarray(p["group_prob"], dtype=np.float64))
+        if probs.ndim != 1 or np.any(probs < 0) or probs.sum() <= 0:
+            msg = f"`group_prob` must be non-negative with a positive sum, got {probs.tolist()}."
+            raise ValueError(msg)
+        probs = probs / probs.sum()
+        n_groups = probs.size
+        if p["dropout_type"] not in ("none", "experiment", "group"):
+            msg = f"`dropout_type` must be 'none', 'experiment' or 'group', got {p['dropout_type']!r}."
+            raise ValueError(msg)
+        self.p, self.probs, self.n_cells, self.n_genes, self.n_groups = p, probs, n_cells, n_genes, n_groups
+        self.rng = rng = check_random_state(random_state)
+
+        # 1. groups (splatSimulate), 2. library sizes (splatSimLibSizes)
+        self.groups = rng.choice(n_groups, size=n_cells, p=probs)
+        self.lib_sizes = rng.lognormal(float(p["lib_loc"]), float(p["lib_scale"]), n_cells)
+
+        # 3. gene means with expression outliers (splatSimGeneMeans)
+        self.base_means = rng.gamma(float(p["mean_shape"]), 1.0 / float(p["mean_rate"]), n_genes)
+        self.out_facs = _lnorm_factors(
+            rng, n_genes, float(p["out_prob"]), 0.0, float(p["out_fac_loc"]), float(p["out_fac_scale"])
+        )
+        is_outlier = self.out_facs != 1
+        self.gene_means = self.base_means.copy()
+        self.gene_means[is_outlier] = np.median(self.base_means) * self.out_facs[is_outlier]
+
+        # 4. group DE factors (splatSimGroupDE); a single group gets no DE ("single" mode)
+        self.de_facs = np.ones((n_groups, n_genes))
+        if n_groups > 1:
+            de_p = _per_group(p["de_prob"], n_groups, "de_prob")
+            de_down = _per_group(p["de_down_prob"], n_groups, "de_down_prob")
+            de_loc = _per_group(p["de_fac_loc"], n_groups, "de_fac_loc")
+            de_scale = _per_group(p["de_fac_scale"], n_groups, "de_fac_scale")
+            for g in range(n_groups):
+                self.de_facs[g] = _lnorm_factors(rng, n_genes, de_p[g], de_down[g], de_loc[g], de_scale[g])
+
+        # 6. (gene part) one chi-square draw per gene for the BCV
+        self.bcv_common, bcv_df = float(p["bcv_common"]), float(p["bcv_df"])
+        self.bcv_gene = np.sqrt(bcv_df / rng.chisquare(bcv_df, n_genes)) if np.isfinite(bcv_df) else None
+
+        # 8. (cell part) dropout midpoint and shape per cell
+        self.mid_c = self.shape_c = None
         if p["dropout_type"] == "experiment":
             mid = np.atleast_1d(np.asarray(p["dropout_mid"], dtype=np.float64))
             shape = np.atleast_1d(np.asarray(p["dropout_shape"], dtype=np.float64))
             if mid.size != 1 or shape.size != 1:
                 msg = "dropout_type='experiment' needs a single `dropout_mid` and `dropout_shape`."
                 raise ValueError(msg)
-            mid_c, shape_c = np.full(n_cells, mid[0]), np.full(n_cells, shape[0])
+            self.mid_c, self.shape_c = np.full(n_cells, mid[0]), np.full(n_cells, shape[0])
+        elif p["dropout_type"] == "group":
+            self.mid_c = _per_group(p["dropout_mid"], n_groups, "dropout_mid")[self.groups]
+            self.shape_c = _per_group(p["dropout_shape"], n_groups, "dropout_shape")[self.groups]
+
+    def chunks(self, chunk_size: int) -> Iterator[tuple[int, int, np.random.Generator]]:
+        """``(start, stop, generator)`` per chunk of ``chunk_size`` cells, one child stream each."""
+        if int(chunk_size) < 1:
+            msg = f"`chunk_size` must be a positive number of cells, got {chunk_size}."
+            raise ValueError(msg)
+        chunk_size = int(chunk_size)
+        starts = range(0, self.n_cells, chunk_size)
+        for start, rng in zip(starts, self.rng.spawn(len(starts)), strict=True):
+            yield start, min(start + chunk_size, self.n_cells), rng
+
+    def rows(self, start: int, stop: int, rng: np.random.Generator) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+        """Observed and true counts (CSR, float32) of cells ``start:stop``: steps 5-8."""
+        # 5. cell means (splatSimGroupCellMeans): cells x genes
+        cell_means = self.gene_means[None, :] * self.de_facs[self.groups[start:stop]]
+        cell_means /= cell_means.sum(axis=1, keepdims=True)
+        cell_means *= self.lib_sizes[start:stop, None]
+
+        # 6. BCV-adjusted means (splatSimBCVMeans)
+        bcv = self.bcv_common + 1.0 / np.sqrt(cell_means)
+        if self.bcv_gene is not None:
+            bcv = bcv * self.bcv_gene[None, :]
+        bcv2 = bcv**2
+        lam = rng.gamma(1.0 / bcv2, cell_means * bcv2)
+        del bcv, bcv2, cell_means
+
+        # 7. true counts (splatSimTrueCounts)
+        true_counts = rng.poisson(lam).astype(np.float32)
+
+        # 8. dropout (splatSimDropout)
+        if self.mid_c is None:
+            counts = true_counts
         else:
-            mid_c = _per_group(p["dropout_mid"], n_groups, "dropout_mid")[groups]
-            shape_c = _per_group(p["dropout_shape"], n_groups, "dropout_shape")[groups]
-        with np.errstate(divide="ignore"):
-            eta = np.log(lam)
-        drop_prob = _logistic(eta, mid_c[:, None], shape_c[:, None])
-        drop_prob = np.nan_to_num(drop_prob, nan=1.0)
-        keep = rng.random(lam.shape) >= drop_prob
-        counts = true_counts * keep
-        del eta, drop_prob, keep
-    del lam
+            with np.errstate(divide="ignore"):
+                eta = np.log(lam)
+            drop_prob = _logistic(eta, self.mid_c[start:stop, None], self.shape_c[start:stop, None])
+            drop_prob = np.nan_to_num(drop_prob, nan=1.0)
+            keep = rng.random(lam.shape) >= drop_prob
+            counts = true_counts * keep
+            del eta, drop_prob, keep
+        return sparse.csr_matrix(counts, dtype=np.float32), sparse.csr_matrix(true_counts, dtype=np.float32)
 
-    obs = pd.DataFrame(
-        {
-            "group": pd.Categorical.from_codes(groups, categories=group_names),
-            "exp_lib_size": lib_sizes,
-        },
-        index=pd.Index([f"Cell{i + 1}" for i in range(n_cells)]),
-    )
-    var = pd.DataFrame(
-        {"base_gene_mean": base_means, "outlier_factor": out_facs, "gene_mean": gene_means},
-        index=pd.Index([f"Gene{i + 1}" for i in range(n_genes)]),
-    )
-    if n_groups > 1:
-        for g, name in enumerate(group_names):
-            var[f"de_fac_{name}"] = de_facs[g]
-        for g, name in enumerate(group_names):
-            var[f"is_de_{name}"] = de_facs[g] != 1
+    def anndata(self, X, true_counts, cells: slice, *, preset, random_state) -> AnnData:
+        import anndata as ad
 
-    adata = ad.AnnData(X=sparse.csr_matrix(counts, dtype=np.float32), obs=obs, var=var)
-    adata.layers["true_counts"] = sparse.csr_matrix(true_counts, dtype=np.float32)
-    params = {k: (np.asarray(v, dtype=np.float64) if isinstance(v, (list, tuple, np.ndarray)) else v) for k, v in p.items()}
-    params["group_prob"] = probs
-    params["preset"] = "none" if preset is None else preset
-    if isinstance(random_state, (int, np.integer)):
-        params["random_state"] = int(random_state)
-    adata.uns["simulate"] = {"params": params}
-    return adata
+        group_names = [f"Group{i + 1}" for i in range(self.n_groups)]
+        obs = pd.DataFrame(
+            {
+                "group": pd.Categorical.from_codes(self.groups[cells], categories=group_names),
+                "exp_lib_size": self.lib_sizes[cells],
+            },
+            index=pd.Index([f"Cell{i + 1}" for i in range(cells.start, cells.stop)]),
+        )
+        var = pd.DataFrame(
+            {"base_gene_mean": self.base_means, "outlier_factor": self.out_facs, "gene_mean": self.gene_means},
+            index=pd.Index([f"Gene{i + 1}" for i in range(self.n_genes)]),
+        )
+        if self.n_groups > 1:
+            for g, name in enumerate(group_names):
+                var[f"de_fac_{name}"] = self.de_facs[g]
+            for g, name in enumerate(group_names):
+                var[f"is_de_{name}"] = self.de_facs[g] != 1
+
+        adata = ad.AnnData(X=X, obs=obs, var=var)
+        adata.layers["true_counts"] = true_counts
+        params = {
+            k: (np.asarray(v, dtype=np.float64) if isinstance(v, (list, tuple, np.ndarray)) else v)
+            for k, v in self.p.items()
+        }
+        params["group_prob"] = self.probs
+        params["preset"] = "none" if preset is None else preset
+        if isinstance(random_state, (int, np.integer)):
+            params["random_state"] = int(random_state)
+        adata.uns["simulate"] = {"params": params}
+        return adata
