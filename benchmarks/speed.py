@@ -1,49 +1,32 @@
-"""Issue 4: speed, memory and accuracy at the paper's Fig. 6 scale (cells x ~3200 genes).
+"""Speed and accuracy against the real peers, side by side (issue 15 item 1): one process per method.
 
-One run prints (and writes to ``benchmarks/RESULTS_speed.md``) a table with, for each method and number of
-cells: fit and predict wall time, epochs, peak RSS, training GFLOP/s, and the masked-value MSE. Every
-(method, cells) pair runs in a fresh subprocess (``--worker``), so the peak RSS (``ru_maxrss`` of that
-process) and TensorFlow state are its own; the same masked matrix is used by every method. Each worker imports
-scanpy (as a scanpy session has) and imports and starts TensorFlow before any timer: scdeepimpute imports both
-lazily, in its first fit, where they had been timed (importing TensorFlow takes 3.7 s here, then scanpy 0.8 s)
-against the original structure's fit, which imported Keras before its timer.
+Methods (each in a fresh process, one at a time; the peers through ``../shared/peers/run_peer.py`` in the peers'
+environment, ``$PEERS_PYTHON`` or ``/work/main/.peers/venv/bin/python``, built as ``../shared/peers/README.md`` says):
 
-Data: a Splat-like simulation (see ``_common.SIM_DESCRIPTION``), 50k cells generated once and cached
-under ``$SDI_BENCH_CACHE`` (default /tmp/scdeepimpute_bench); n cells = the first n cells. Masking: for
-every gene with more than 10 non-zeros, 10 of its non-zero cells (uniformly at random, seed 0) are set
-to 0; MSE is on log1p of those entries (imputed vs true), over all masked entries (genes that a method
-does not impute keep 0).
+* ``default``: scdeepimpute, ``sdi.DeepImpute()`` (default preset), from this environment;
+* ``paper``: scdeepimpute, ``sdi.DeepImpute(preset="paper")``: the like-for-like counterpart of DeepImpute 1.2;
+* ``deepimpute_orig``: the real DeepImpute 1.2, ``MultiNet()`` defaults with its learning rate 1e-4 honoured;
+* ``magic``: MAGIC 3.0 defaults (sqrt of median-library-normalised counts; put back on each cell's library here);
+* ``knn``: kNN smoothing (k 15 on 10 PCs, ``../shared/peers/baselines.py``).
 
-Methods:
+Rows (``--rows``): ``synth1k`` / ``synth10k`` / ``synth50k`` (``../shared/peers/make_synth.py``, x 3000 genes, 5
+groups, seed 0, ~88% zeros); every public scRNA-seq set of ``../shared/data`` at full gene count (all genes
+detected in >= 3 cells; names as in ``benchmarks/accuracy.py``); ``sim10k_15k`` (``sdi.datasets.simulate``,
+10000 cells x 15000 genes, seed 0).
 
-* ``default``: ``scdeepimpute.DeepImpute(preset="default")``
-* ``default-float32``: the same with ``precision="float32"`` (``default`` is ``"auto"``: bfloat16 products where
-  the CPU has AVX512-BF16/AMX)
-* ``paper``: ``scdeepimpute.DeepImpute(preset="paper")``
-* ``original``: the authors' structure, one Keras functional model with a branch per block, ``fit`` with
-  batch 64, Adam 1e-4, EarlyStopping(val_loss, patience 5), 95/5 split, ``predict`` with Keras' default
-  batch (32); targets/predictors of scdeepimpute's selection with min_vmr 0.5, cut into the authors' block
-  sizes (blocks of 512 and a short last block; ``_common.select_blocks(authors_sizes=True)``).
-* ``magic``: MAGIC (``magic-impute``) with its defaults on library-size-normalised, sqrt-transformed
-  counts, squared and scaled back to each cell's library size; only if ``import magic`` works (set
-  ``SDI_MAGIC_PATH`` to a folder to add to ``sys.path``, e.g. one made with ``pip install --target``).
+Protocol: the driver masks each row once (``sdi.tl.mask``, fitted-curve scheme, 10 non-zeros per gene, seed 0) and
+writes the masked counts to an ``.h5ad``; every method imputes that file and is scored on the hidden entries
+(masked MSE and Pearson, log1p, ``sdi.tl.masked_metrics``; ours: ``imputed_detected``, the value-if-detected fill,
+as DeepImpute 1.2's output is; ``imputed`` in the last column). Timers exclude imports, TensorFlow's start and file
+I/O: ours time ``fit`` and ``impute`` (both layers, as ``sdi.pp.deepimpute`` writes them); the peers report
+``run_peer.py``'s ``WALL`` (the method alone; fit and predict are not separable there). Peak RSS is the method
+process's ``VmHWM`` (ours: data loaded, fit and both layers; peers: the whole ``run_peer.py`` run, its dense copy of
+the input and the written output included). Ratios are stated as ``<peer time> /
+<our time>``, "vs <implementation>, <like-for-like|defaults>".
 
-Training GFLOP/s = 3 x forward flops (2 per multiply-add, real unpadded block sizes, detection head
-included) x cells trained per epoch (all training cells, or ``epoch_size``) x epochs / fit seconds (fit also
-includes gene selection and the validation passes, so this is a lower bound on the training loop's rate).
-Matmul GFLOP/s: best of 5 float32 ``tf.matmul`` of 4096 x 4096, measured in this run before and after the table.
-
-Usage (from the repository root)::
-
-    python benchmarks/speed.py                           # 1k, 5k, 10k, 50k cells, all methods
-    python benchmarks/speed.py --cells 1000,5000 --quick # 3 epochs at most, quick check
-    python benchmarks/speed.py --methods default,paper --cells 10000
-    python benchmarks/speed.py --methods default,original --cells 10000 --seeds 0,1,2  # + means over seeds
-
-Every method runs once per ``--seeds`` value (its random state: the cell split, target blocks, initial weights and
-shuffling; MAGIC's random state). Early stopping makes the number of epochs, and with it the fit time, vary from
-seed to seed (the 10k runs in ``RESULTS_speed.md``), so with several seeds a second table gives per method the mean
-fit + predict time and, where the original structure ran, the ratio of the means.
+Run: ``python benchmarks/speed.py [--rows synth10k,pbmc4k_2100] [--methods default,paper,deepimpute_orig,magic,knn]
+[--seeds 0] [--out benchmarks/RESULTS_speed.md]``. ``--quick``: 300 synthetic cells x 600 genes, ours (3 epochs) and
+kNN through ``run_peer.py`` (a smoke test for CI: the code paths, not the timings).
 """
 
 from __future__ import annotations
@@ -51,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -58,279 +42,255 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _common as C  # noqa: E402
-
-RESULTS = Path(__file__).parent / "RESULTS_speed.md"
-SECTION = "speed"
-N_GENES = 3200
-METHODS = ("default", "default-float32", "paper", "original", "magic")
-_RSS: dict[str, float] = {}
-
-
-# ============================================================================ worker (one process per row)
-def _load(n_cells: int):
-    return C.masked_speed_data(n_cells, N_GENES)  # masked once by the driver: this process holds one copy
+HERE = Path(__file__).resolve().parent
+PEERS = HERE.parents[1] / "shared" / "peers"
+PEERS_PYTHON = Path(os.environ.get("PEERS_PYTHON", "/work/main/.peers/venv/bin/python"))
+CACHE = Path(os.environ.get("SDI_BENCH_CACHE", "/tmp/scdeepimpute_bench")) / "peers"
+OURS = ("default", "paper")
+PEER_METHODS = ("deepimpute_orig", "magic", "knn")
+METHODS = (*OURS, *PEER_METHODS)
+NAMES = {"default": "scdeepimpute default", "paper": "scdeepimpute preset='paper'",
+         "deepimpute_orig": "DeepImpute 1.2", "magic": "MAGIC 3.0", "knn": "kNN smoothing"}
+SYNTH = {"synth1k": 1000, "synth10k": 10_000, "synth50k": 50_000, "synth_quick": 300}
 
 
-def _worker_deepimpute(method: str, Xm, max_epochs: int | None, seed: int):
+# ============================================================================ data (driver)
+def prepare(row: str, *, min_cells: int = 3) -> Path:
+    """Write (once) ``<cache>/<row>/input.h5ad`` (masked counts) and ``mask.npz``; return the folder."""
+    import anndata as ad
+    from scipy import sparse
+
     import scdeepimpute as sdi
 
-    preset, _, precision = method.partition("-")
-    model = sdi.DeepImpute(preset=preset, max_epochs=max_epochs, random_state=seed, precision=precision or None)
-    t = time.perf_counter()
-    model.fit(Xm, progress=False)
-    fit_s = time.perf_counter() - t
-    _RSS["after_fit"] = C.peak_rss_mb()
-    t = time.perf_counter()
-    imputed = model.predict(Xm)
-    predict_s = time.perf_counter() - t
-    _RSS["after_predict"] = C.peak_rss_mb()  # before the extra scoring below
-    if model.params.get("detection_head"):  # also the paper's value-if-detected fill (untimed)
-        imputed = {"main": imputed, "detected": model.impute(Xm, fills=("detected",))["detected"]}
-    p = model.params
-    blocks = C.Blocks(model.blocks_, model.predictors_, model.layout_)
-    fwd = blocks.forward_flops_per_cell(p["hidden_units"], p["detection_head"])
-    n_train = model.n_cells_fit_ - max(1, round(p["validation_fraction"] * model.n_cells_fit_))
-    per_epoch = n_train if p["epoch_size"] is None else min(n_train, p["epoch_size"])  # cells trained per epoch
-    epochs = int(model.history_.stopped_epoch)
-    return imputed, fit_s, predict_s, epochs, 3.0 * fwd * per_epoch * epochs, len(model.targets_)
-
-
-def _worker_original(Xm, max_epochs: int | None, seed: int):
-    from scdeepimpute._backend import import_keras
-    from scdeepimpute._utils import dense_rows
-
-    _, keras = import_keras()
-    max_epochs = 500 if max_epochs is None else max_epochs
-    t = time.perf_counter()
-    blocks = C.select_blocks(Xm, min_vmr=0.5, seed=seed, authors_sizes=True)
-    train_rows, val_rows = C.split_cells(Xm.shape[0], seed=seed)
-    xs, ys = C.branch_arrays(Xm, train_rows, blocks)
-    xv, yv = C.branch_arrays(Xm, val_rows, blocks)
-    model = C.build_branches(blocks, seed=seed)
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=5)
-    hist = model.fit(xs, ys, batch_size=64, epochs=max_epochs, validation_data=(xv, yv), shuffle=True, verbose=0,
-                     callbacks=[stop])
-    fit_s = time.perf_counter() - t
-    _RSS["after_fit"] = C.peak_rss_mb()
-    del xs, ys, xv, yv
-    t = time.perf_counter()
-    all_rows = np.arange(Xm.shape[0])
-    inputs = [np.log1p(dense_rows(Xm, all_rows, p)) for p in blocks.predictors]
-    preds = model.predict(inputs, verbose=0)  # Keras default batch 32, as the original
-    imputed = dense_rows(Xm, all_rows)
-    for b, pred in zip(blocks.blocks, preds, strict=True):
-        observed = imputed[:, b]
-        imputed[:, b] = np.where(observed > 0, observed, np.expm1(pred))
-    predict_s = time.perf_counter() - t
-    epochs = len(hist.history["loss"])
-    fwd = blocks.forward_flops_per_cell(256, False)
-    n_targets = int(sum(len(b) for b in blocks.blocks))
-    return imputed, fit_s, predict_s, epochs, 3.0 * fwd * train_rows.size * epochs, n_targets
-
-
-def _worker_magic(Xm, seed: int):
-    if os.environ.get("SDI_MAGIC_PATH"):
-        sys.path.insert(0, os.environ["SDI_MAGIC_PATH"])
-    import magic
-
-    from scdeepimpute._utils import dense_rows
-
-    t = time.perf_counter()
-    X = dense_rows(Xm, dtype=np.float64)
-    lib = X.sum(axis=1, keepdims=True)
-    scale = np.median(lib)
-    Y = np.sqrt(X / np.maximum(lib, 1) * scale)
-    op = magic.MAGIC(verbose=0, random_state=seed, n_jobs=-1)
-    out = op.fit_transform(Y)
-    imputed = np.clip(out, 0, None) ** 2 * np.maximum(lib, 1) / scale
-    fit_s = time.perf_counter() - t
-    return imputed, fit_s, float("nan"), None, None, Xm.shape[1]
-
-
-def worker(method: str, n_cells: int, max_epochs: int | None, seed: int = 0) -> dict:
-    Xm, rows, cols, truth = _load(n_cells)
-    # a scanpy session's imports and TensorFlow's start are not imputation: out of every method's timings
-    import scanpy  # noqa: F401
-
-    if method != "magic":
-        from scdeepimpute._backend import import_keras
-
-        tf, _ = import_keras()
-        tf.zeros(1)
-    base_rss = C.peak_rss_mb()
-    if method in ("default", "default-float32", "paper"):
-        out = _worker_deepimpute(method, Xm, max_epochs, seed)
-    elif method == "original":
-        out = _worker_original(Xm, max_epochs, seed)
-    elif method == "magic":
-        out = _worker_magic(Xm, seed)
+    folder = CACHE / row
+    if (folder / "input.h5ad").exists() and (folder / "mask.npz").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    if row in SYNTH:
+        genes = 600 if row == "synth_quick" else 3000
+        raw = folder / "raw.h5ad"
+        subprocess.run([sys.executable, str(PEERS / "make_synth.py"), "--cells", str(SYNTH[row]), "--genes",
+                        str(genes), "--groups", "5", "--seed", "0", "--out", str(raw)], check=True)
+        a = ad.read_h5ad(raw)
+        raw.unlink()
+        what = f"make_synth.py --cells {SYNTH[row]} --genes {genes} --groups 5 --seed 0"
+    elif row == "sim10k_15k":
+        a = sdi.datasets.simulate(n_obs=10_000, n_vars=15_000, random_state=0)
+        what = "sdi.datasets.simulate(n_obs=10000, n_vars=15000, random_state=0)"
     else:
-        raise SystemExit(f"unknown method {method}")
-    imputed, fit_s, predict_s, epochs, train_flops, n_targets = out
-    detected = None
-    if isinstance(imputed, dict):
-        imputed, detected = imputed["main"], imputed["detected"]
-    mse = C.masked_mse(truth, np.asarray(imputed[rows, cols], dtype=np.float64))
-    res = {
-        "method": method, "cells": n_cells, "seed": seed, "genes": Xm.shape[1], "targets": n_targets, "fit_s": fit_s,
-        "predict_s": predict_s, "epochs": epochs,
-        "gflops": None if train_flops is None else train_flops / fit_s / 1e9,
-        "peak_rss_mb": _RSS.get("after_predict", C.peak_rss_mb()), "data_rss_mb": base_rss,
-        "fit_rss_mb": _RSS.get("after_fit"), "mse": mse, "n_masked": int(truth.size),
-        "mse_detected": None if detected is None else C.masked_mse(truth, np.asarray(detected[rows, cols], np.float64)),
-    }
-    with open(C.CACHE / "speed_results.jsonl", "a") as f:  # raw log of every row ever run
-        f.write(json.dumps({**res, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "max_epochs": max_epochs}) + "\n")
-    return res
+        sys.path.insert(0, str(HERE))
+        from accuracy import load_raw
+
+        a, _ = load_raw(row)
+        what = f"{row}, all genes detected in >= {min_cells} cells"
+    a.X = sparse.csr_matrix(a.X, dtype=np.float32)
+    a = a[:, np.diff(a.X.tocsc().indptr) >= min_cells].copy()
+    a = ad.AnnData(a.X)  # peers get bare counts: no labels or annotation to read
+    a.obs_names = [f"c{i}" for i in range(a.n_obs)]
+    a.var_names = [f"g{j}" for j in range(a.n_vars)]
+    sdi.tl.mask(a, random_state=0)
+    m = a.uns["masked"]
+    np.savez(folder / "mask.npz", obs_idx=m["obs_idx"], var_idx=m["var_idx"], values=m["values"])
+    ad.AnnData(sparse.csr_matrix(a.layers["masked"]), obs=a.obs[[]], var=a.var[[]]).write_h5ad(folder / "input.h5ad")
+    zeros = 1 - a.X.nnz / (a.n_obs * a.n_vars)
+    (folder / "meta.json").write_text(json.dumps({"what": what, "cells": a.n_obs, "genes": a.n_vars,
+                                                  "zeros": zeros, "n_masked": int(m["values"].size)}))
+    return folder
+
+
+def score(folder: Path, Y) -> dict[str, float]:
+    import scdeepimpute as sdi
+
+    z = np.load(folder / "mask.npz")
+    vals = np.asarray(Y[z["obs_idx"], z["var_idx"]]).ravel()
+    m = sdi.tl.masked_metrics(z["values"], vals)
+    return {"mse": m["mse"], "pearson": m["pearson"]}
+
+
+# ============================================================================ our worker (one process)
+def worker(preset: str, folder: Path, seed: int, max_epochs: int | None) -> dict:
+    import anndata as ad
+    import scanpy  # noqa: F401  (a scanpy session has it imported: not imputation time)
+    from scipy import sparse
+
+    import scdeepimpute as sdi
+    from scdeepimpute._backend import import_keras
+
+    tf, _ = import_keras()
+    tf.zeros(1)  # TensorFlow's start is not imputation time either
+    X = sparse.csr_matrix(ad.read_h5ad(folder / "input.h5ad").X, dtype=np.float32)
+    model = sdi.DeepImpute(preset=preset, max_epochs=max_epochs, random_state=seed)
+    t = time.perf_counter()
+    model.fit(X, progress=False)
+    fit_s = time.perf_counter() - t
+    # both layers where the model has a detection head (as sdi.pp.deepimpute writes them); the paper preset has one
+    fills = ("expected", "detected") if model.params.get("detection_head") else ("detected",)
+    t = time.perf_counter()
+    out = model.impute(X, fills=fills)
+    predict_s = time.perf_counter() - t
+    peak = vm_hwm_mb()  # before the scoring below
+    det = score(folder, out["detected"])
+    exp = score(folder, out["expected"]) if "expected" in out else det
+    return {"fit_s": fit_s, "predict_s": predict_s, "total_s": fit_s + predict_s, "peak_rss_mb": peak,
+            "epochs": int(model.history_.stopped_epoch), **det,
+            "imputed_mse": exp["mse"], "imputed_pearson": exp["pearson"]}
+
+
+def vm_hwm_mb() -> float:
+    """This process's peak RSS since its ``exec`` (``VmHWM``). ``ru_maxrss`` would not do: after ``exec`` it still
+    holds the RSS of the process it was forked from (here the driver, which reads every method's output)."""
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM")) / 1024
+
+
+#: Runs run_peer.py in the peers' Python and prints its VmHWM at exit (run_peer.py itself cannot be changed).
+_PEER_WRAPPER = (
+    "import atexit, runpy, sys\n"
+    "def _hwm():\n"
+    "    with open('/proc/self/status') as f:\n"
+    "        print('VMHWM_KB', next(ln.split()[1] for ln in f if ln.startswith('VmHWM')), flush=True)\n"
+    "atexit.register(_hwm)\n"
+    "sys.argv = sys.argv[1:]\n"
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
 
 
 # ============================================================================ driver
-def _run_sub(args: list[str], timeout: float | None) -> tuple[dict | None, str]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), *args]
+def run_method(method: str, folder: Path, seed: int, *, max_epochs: int | None, timeout: float | None) -> dict:
+    if method in OURS:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, str(folder), str(seed)]
+        cmd += [] if max_epochs is None else ["--max-epochs", str(max_epochs)]
+    else:
+        py = PEERS_PYTHON if PEERS_PYTHON.exists() else Path(sys.executable)  # kNN runs in either
+        out_path = folder / f"out_{method}_{seed}.h5ad"
+        cmd = [str(py), "-c", _PEER_WRAPPER, str(PEERS / "run_peer.py"), "--method", method,
+               "--input", str(folder / "input.h5ad"), "--output", str(out_path), "--seed", str(seed)]
+    rc, log, wall = _child(cmd, timeout)
+    res = {"method": method, "seed": seed, "rc": rc, "process_s": wall}
+    if rc != 0:
+        return {**res, "error": "\n".join(log.strip().splitlines()[-4:])}
+    if method in OURS:
+        line = next(ln for ln in log.splitlines() if ln.startswith("RESULT "))
+        return {**res, **json.loads(line[7:])}
+    import anndata as ad
+
+    b = ad.read_h5ad(out_path)
+    out_path.unlink()
+    Y = np.asarray(b.X, dtype=np.float64)
+    if method == "magic":  # run_peer writes counts normalised to the median total: back to each cell's library
+        lib = np.asarray(ad.read_h5ad(folder / "input.h5ad").X.sum(axis=1), dtype=np.float64).ravel()
+        lib[lib == 0] = 1
+        Y *= (lib / np.median(lib))[:, None]
+    wall_s = float(re.search(r"^WALL \S+ ([\d.]+)", log, re.MULTILINE).group(1))
+    peer = dict(b.uns["peer"])
+    peak = float(re.search(r"^VMHWM_KB (\d+)", log, re.MULTILINE).group(1)) / 1024
+    return {**res, "fit_s": None, "predict_s": None, "total_s": wall_s, "peak_rss_mb": peak,
+            "epochs": peer.get("trained_epochs"),
+            "adam_lr": peer.get("adam_lr"), **score(folder, Y)}
+
+
+def _child(cmd: list[str], timeout: float | None) -> tuple[int, str, float]:
+    """Run ``cmd`` (alone: one method at a time); return (exit code, output, wall s)."""
+    t = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return None, f"timeout after {timeout:.0f} s"
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:]), ""
-    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
-    return None, f"failed (rc {proc.returncode}): {tail}"
+    except subprocess.TimeoutExpired as e:
+        return -9, f"{e.stdout or ''}\ntimeout after {timeout:.0f} s", time.perf_counter() - t
+    return proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - t
 
 
-def _magic_available() -> bool:
-    code = "import os,sys; p=os.environ.get('SDI_MAGIC_PATH'); p and sys.path.insert(0,p); import magic"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, check=False).returncode == 0
-
-
-def _fmt(x, spec):
+def _f(x, spec: str) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, spec)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cells", default="1000,5000,10000,50000")
-    ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--quick", action="store_true", 
-                    help="cap training at 3 epochs (timings are then not comparable to full runs)")
-    ap.add_argument("--max-epochs", type=int, default=None, help="cap on epochs (default: each method's own, 500)")
-    ap.add_argument("--timeout", type=float, default=None, help="seconds per (method, cells) run")
-    ap.add_argument("--no-write", action="store_true", help=f"do not update {RESULTS.name}")
-    ap.add_argument("--section", default=SECTION, help=f"section of {RESULTS.name} to replace (default %(default)s)")
-    ap.add_argument("--title", default="Speed and memory, paper Fig. 6 setting (issue 4)")
-    ap.add_argument("--seeds", default="0", help="random states, comma-separated: every method runs with each")
-    ap.add_argument("--worker", nargs=3, metavar=("METHOD", "CELLS", "SEED"), help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    max_epochs = 3 if args.quick and args.max_epochs is None else args.max_epochs
+def tables(rows: list[dict], meta: dict[str, dict]) -> str:
+    """Per data row: the defaults table (with ratios) and the like-for-like line, as markdown."""
+    header = ["method", "fit s", "predict s", "total s", "epochs", "peak RSS MB", "masked MSE", "masked Pearson",
+              "process s", "`imputed` MSE / Pearson"]
+    parts = []
+    for name, m in meta.items():
+        rs = [r for r in rows if r["row"] == name]
+        if not rs:
+            continue
+        lines = [f"**{name}**: {m['what']}; {m['cells']} cells x {m['genes']} genes, {m['zeros']:.1%} zeros, "
+                 f"{m['n_masked']} masked entries.", "",
+                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in rs:
+            if "error" in r:
+                lines.append(f"| {NAMES[r['method']]} (seed {r['seed']}) | failed: {r['error'][-200:]!r} |")
+                continue
+            extra = (f"{r['imputed_mse']:.3f} / {r['imputed_pearson']:.3f}" if "imputed_mse" in r else "")
+            lines.append("| " + " | ".join([
+                f"{NAMES[r['method']]} (seed {r['seed']})", _f(r["fit_s"], ".1f"), _f(r["predict_s"], ".1f"),
+                _f(r["total_s"], ".1f"), _f(r["epochs"], "d"), _f(r["peak_rss_mb"], ".0f"), _f(r["mse"], ".3f"),
+                _f(r["pearson"], ".3f"), _f(r["process_s"], ".0f"), extra]) + " |")
+        t = {meth: np.mean([r["total_s"] for r in rs if r["method"] == meth and "error" not in r])
+             for meth in METHODS if any(r["method"] == meth and "error" not in r for r in rs)}
+        ratios = []
+        if "default" in t:
+            ratios += [f"{t[p] / t['default']:.2f}x vs {NAMES[p]}, defaults" for p in PEER_METHODS if p in t]
+        lines += ["", "scdeepimpute default, time ratio (peer / ours): " + ("; ".join(ratios) or "n/a")]
+        if "paper" in t and "deepimpute_orig" in t:
+            lines.append(f"Like-for-like, scdeepimpute preset='paper' {t['paper']:.1f} s: "
+                         f"{t['deepimpute_orig'] / t['paper']:.2f}x vs DeepImpute 1.2, like-for-like")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
 
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", default="synth1k,synth10k,synth50k,pbmc4k_2100,pbmc3k_ds30,mouse1m_10k,celseq2,"
+                    "dropseq,celseq2_5cl_p1,zeisel_200,sim10k_15k")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--max-epochs", type=int, default=None, help="cap on our epochs (default: the preset's)")
+    ap.add_argument("--timeout", type=float, default=None, help="seconds per process")
+    ap.add_argument("--quick", action="store_true", help="smoke test: see the module docstring")
+    ap.add_argument("--out", default=None, help="markdown file to write (section 'peers' replaced)")
+    ap.add_argument("--worker", nargs=3, metavar=("PRESET", "FOLDER", "SEED"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
     if args.worker:
-        res = worker(args.worker[0], int(args.worker[1]), max_epochs, int(args.worker[2]))
+        res = worker(args.worker[0], Path(args.worker[1]), int(args.worker[2]), args.max_epochs)
         print("RESULT " + json.dumps(res), flush=True)
         return
-
-    sizes = [int(c) for c in args.cells.split(",")]
     methods = args.methods.split(",")
-    t0 = time.perf_counter()
-    print("preparing data ...", flush=True)
-    C.make_speed_data(sizes)
-    for n in sizes:
-        C.masked_speed_data(n, N_GENES)
-    print(f"data ready ({time.perf_counter() - t0:.0f} s)", flush=True)
-    if "magic" in methods and not _magic_available():
-        print("MAGIC: `import magic` fails; skipping it (pip install magic-impute, or set SDI_MAGIC_PATH)")
-        methods.remove("magic")
-    gf_before = _matmul_sub()
-    print(f"float32 matmul 4096^2: {gf_before:.1f} GFLOP/s", flush=True)
-    extra = [] if max_epochs is None else ["--max-epochs", str(max_epochs)]
-    rows, failures = [], []
-    seeds = [int(x) for x in args.seeds.split(",")]
-    for n in sizes:
-        for seed in seeds:
+    if args.quick:
+        args.rows, args.max_epochs = "synth_quick", 3 if args.max_epochs is None else args.max_epochs
+        # kNN goes through run_peer.py (in the peers' Python when it exists), which covers the peers' code path;
+        # DeepImpute 1.2 (~85 epochs, ~50 s even here) and MAGIC (~18 s a process here) would not fit a smoke test
+        methods = ["default", "knn"]
+    if not PEERS_PYTHON.exists():
+        dropped = [m for m in methods if m in ("deepimpute_orig", "magic")]
+        methods = [m for m in methods if m not in dropped]
+        print(f"NOTE: no peers environment at {PEERS_PYTHON} (set $PEERS_PYTHON; ../shared/peers/README.md "
+              f"builds it): {', '.join(dropped) or 'no peer'} skipped; kNN runs with this Python.", flush=True)
+    rows, meta = [], {}
+    for name in args.rows.split(","):
+        t0 = time.perf_counter()
+        folder = prepare(name)
+        meta[name] = json.loads((folder / "meta.json").read_text())
+        print(f"{name}: {meta[name]} (prepared in {time.perf_counter() - t0:.0f} s)", flush=True)
+        for seed in map(int, args.seeds.split(",")):
             for m in methods:
-                t = time.perf_counter()
-                res, err = _run_sub(["--worker", m, str(n), str(seed), *extra], args.timeout)
-                if res is None:
-                    failures.append(f"- {m} at {n} cells, seed {seed}: {err}")
-                    print(f"{m:9s} {n:6d} cells seed {seed}: {err}", flush=True)
-                    continue
-                rows.append(res)
-                print(f"{m:9s} {n:6d} cells seed {seed}: fit {res['fit_s']:.1f} s, "
-                      f"predict {_fmt(res['predict_s'], '.1f')} s, epochs {res['epochs']}, "
-                      f"peak RSS {res['peak_rss_mb']:.0f} MB, MSE {res['mse']:.4f} "
-                      f"(wall {time.perf_counter() - t:.0f} s)", flush=True)
-    gf_after = _matmul_sub()
-    print(f"float32 matmul 4096^2 after: {gf_after:.1f} GFLOP/s")
+                r = {"row": name, **run_method(m, folder, seed, max_epochs=args.max_epochs, timeout=args.timeout)}
+                rows.append(r)
+                print(json.dumps(r), flush=True)
+    text = tables(rows, meta)
+    print("\n" + text)
+    with open(CACHE / "results.jsonl", "a") as f:  # raw log of every run
+        for r in rows:
+            f.write(json.dumps({**r, "time": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+    if args.out:
+        sys.path.insert(0, str(HERE))
+        import _common as C
 
-    header = ["method", "cells", "seed", "genes", "targets", "fit s", "predict s", "epochs",
-              "peak RSS MB (after data; after fit)",
-              "train GFLOP/s", "% of matmul", "masked MSE (log1p)", "MSE, value-if-detected fill"]
-    ref = max(gf_before, gf_after)
-    table = C.markdown_table(header, [[
-        r["method"], r["cells"], r["seed"], r["genes"], r["targets"], f"{r['fit_s']:.1f}", _fmt(r["predict_s"], ".1f"),
-        r["epochs"] if r["epochs"] is not None else "n/a",
-        f"{r['peak_rss_mb']:.0f} ({r['data_rss_mb']:.0f}; {_fmt(r.get('fit_rss_mb'), '.0f')})",
-        _fmt(r["gflops"], ".1f"), _fmt(None if r["gflops"] is None else 100 * r["gflops"] / ref, ".0f"),
-        f"{r['mse']:.4f}", _fmt(r.get("mse_detected"), ".4f") if r.get("mse_detected") is not None else "(one output)"]
-        for r in rows])
-    means = _means_table(rows, methods, sizes)
-    print("\n" + table + "\n" + means)
-    for f in failures:
-        print(f)
-    info = C.machine_info()
-    cmd = "python " + " ".join([str(Path(sys.argv[0]))] + sys.argv[1:])
-    n_masked = {r["cells"]: r["n_masked"] for r in rows}
-    text = (
-        f"## {args.title}\n\n"
-        f"{info['date']}, commit {info['commit']}, {info['cpu']}, TF {info['tensorflow']} / Keras {info['keras']}, "
-        f"Python {info['python']}.\nCommand: `{cmd}`"
-        + (f" (epochs capped at {max_epochs})" if max_epochs is not None else "") + "\n\n"
-        f"Data: {C.SIM_DESCRIPTION.format(n_genes=N_GENES)}. Masked entries per size: {n_masked}.\n"
-        f"float32 tf.matmul 4096x4096: {gf_before:.1f} GFLOP/s before the runs, {gf_after:.1f} after; "
-        "'% of matmul' uses the larger.\n"
-        "Each row is a fresh process; scanpy is imported and TensorFlow imported and started before the timers "
-        "(default, paper, original). Peak RSS is that process's ru_maxrss (in brackets: its peak after "
-        "loading the masked data, TensorFlow started, and its peak at the end of fit). Machine shared with other "
-        "jobs: compare rows of one run, not across runs.\n\n"
-        + table + "\n" + (f"\nMeans over seeds {seeds}:\n\n{means}" if len(seeds) > 1 else "")
-        + ("\n" + "\n".join(failures) + "\n" if failures else "")
-        + "\nMethods: default/paper = scdeepimpute presets (default-float32: precision='float32'); original = "
-        "separate branches of one Keras model (batch 64, Adam 1e-4, EarlyStopping patience 5, targets/predictors "
-        "of scdeepimpute's selection with min_vmr 0.5 in the authors' block sizes: 512 and a short last block); "
-        "magic = MAGIC "
-        "defaults on sqrt library-normalised counts. 'masked MSE' scores each method's standard output "
-        "(default preset: fill='expected', P(detected) x value); the last column scores the default preset's "
-        "fill='detected' (value if detected, the paper's semantics), from the same fit (an extra, untimed "
-        "impute() after the peak RSS was read).\n"
-    )
-    if not args.no_write:
-        C.write_section(RESULTS, args.section, text)
-        print(f"\nwritten to {RESULTS}")
-
-
-def _means_table(rows: list[dict], methods: list[str], sizes: list[int]) -> str:
-    """Per method and size: mean fit + predict seconds and epochs over seeds, and the original's mean / this mean."""
-    out = []
-    for n in sizes:
-        runs = {m: [r for r in rows if r["method"] == m and r["cells"] == n] for m in methods}
-        seconds = {m: [r["fit_s"] + np.nan_to_num(r["predict_s"]) for r in rs] for m, rs in runs.items() if rs}
-        for m, times in seconds.items():
-            epochs = [r["epochs"] for r in runs[m] if r["epochs"] is not None]
-            ratio = np.mean(seconds["original"]) / np.mean(times) if "original" in seconds else None
-            out.append([m, n, len(times), f"{np.mean(times):.1f} ({min(times):.1f}-{max(times):.1f})",
-                        _fmt(np.mean(epochs) if epochs else None, ".1f"),
-                        f"{np.mean([r['mse'] for r in runs[m]]):.4f}", _fmt(ratio, ".2f")])
-    header = ["method", "cells", "seeds", "fit + predict s, mean (range)", "epochs, mean", "masked MSE, mean",
-              "original mean / this mean"]
-    return C.markdown_table(header, out)
-
-
-def _matmul_sub() -> float:
-    code = ("import sys; sys.path.insert(0, %r); import _common as C; print(C.matmul_gflops())"
-            % str(Path(__file__).parent))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return float(out.strip().splitlines()[-1])
+        info = C.machine_info()
+        cmd = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
+        head = (f"## Against the real peers (issue 15)\n\n{info['date']}, commit {info['commit']}, {info['cpu']}, "
+                f"TF {info['tensorflow']} / Keras {info['keras']}. Command: `{cmd}`. Protocol: the module docstring "
+                "of `benchmarks/speed.py`.\n\n")
+        C.write_section(Path(args.out), "peers", head + text)
+        print(f"written to {args.out}")
 
 
 if __name__ == "__main__":

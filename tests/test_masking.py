@@ -40,12 +40,19 @@ def test_fit_dropout_curve_needs_genes():
         tl.fit_dropout_curve(np.zeros((10, 5)))
 
 
+SCHEMES = ["curve", "uniform"]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("fmt", ["dense", "csr", "csc"])
 @pytest.mark.parametrize("mode", ["gene", "cell"])
-def test_mask_counts_properties(fmt, mode):
+def test_mask_counts_properties(fmt, mode, scheme):
     X = _counts(n_obs=120, n_vars=80, seed=1)
     Xin = {"dense": X, "csr": sparse.csr_matrix(X), "csc": sparse.csc_matrix(X)}[fmt]
-    res = tl.mask_counts(Xin, n_masked=10, mode=mode, min_nonzero=None if mode == "gene" else 30, random_state=0)
+    res = tl.mask_counts(
+        Xin, n_masked=10, mode=mode, scheme=scheme, min_nonzero=None if mode == "gene" else 30, random_state=0
+    )
+    assert np.isfinite(res.k) == (scheme == "curve")
     Xm = res.X.toarray() if sparse.issparse(res.X) else res.X
     assert sparse.issparse(res.X) == (fmt != "dense")
     # masked entries are exactly non-zeros of the truth, now zero, with the true values kept
@@ -64,52 +71,78 @@ def test_mask_counts_properties(fmt, mode):
     assert res.n_skipped == int((nnz < threshold).sum())
 
 
-def test_mask_counts_seeded():
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_mask_counts_seeded(scheme):
     X = _counts()
-    a, b = tl.mask_counts(X, random_state=3), tl.mask_counts(X, random_state=3)
-    c = tl.mask_counts(X, random_state=4)
+    a, b = tl.mask_counts(X, scheme=scheme, random_state=3), tl.mask_counts(X, scheme=scheme, random_state=3)
+    c = tl.mask_counts(X, scheme=scheme, random_state=4)
     np.testing.assert_array_equal(a.obs_idx, b.obs_idx)
     assert not np.array_equal(a.obs_idx, c.obs_idx)
 
 
-def test_cell_mode_default_skips_cells_below_50():
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_cell_mode_default_skips_cells_below_50(scheme):
     X = _counts(n_obs=100, n_vars=200, seed=2)
     X[:30, 40:] = 0  # shallow cells: fewer than 50 non-zeros
     nnz = (X > 0).sum(1)
     assert (nnz < 50).any() and (nnz >= 50).any()
-    res = tl.mask_counts(X, mode="cell", random_state=0)
+    res = tl.mask_counts(X, mode="cell", scheme=scheme, random_state=0)
     np.testing.assert_array_equal(np.bincount(res.obs_idx, minlength=100), np.where(nnz >= 50, 10, 0))
 
 
-def test_sampling_follows_logistic_weights():
-    """One draw per gene among 10 entries of value 1 and 10 of value 50: P(value 1) from the fitted curve."""
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_sampling_follows_logistic_weights(scheme):
+    """One draw per gene among 100 entries of value 1 and 100 of value 4: P(value 1) from the fitted curve, 1/2
+    under the uniform scheme."""
     rng = np.random.default_rng(0)
     n_cells = 400
-    # genes with varied means so the curve is identifiable
-    design = [rng.poisson(lam, n_cells) for lam in np.geomspace(0.02, 30, 60)]
+    # many genes with varied means so that the curve is identifiable and not set by the test columns
+    design = [rng.poisson(lam, n_cells) for lam in np.geomspace(0.02, 30, 600)]
     test_col = np.zeros(n_cells)
-    test_col[:10], test_col[10:20] = 1, 50
-    X = np.column_stack(design + [test_col] * 1500).astype(np.float32)
-    res = tl.mask_counts(X, n_masked=1, random_state=0)
-    p1 = 1 / (1 + np.exp(-res.k * (np.log(1.0) - res.x0)))
-    p50 = 1 / (1 + np.exp(-res.k * (np.log(50.0) - res.x0)))
-    expected = p1 / (p1 + p50)
-    test = res.var_idx >= 60
+    test_col[:100], test_col[100:200] = 1, 4
+    X = np.column_stack(design + [test_col] * 300).astype(np.float32)
+    res = tl.mask_counts(X, n_masked=1, scheme=scheme, random_state=0)
+    test = res.var_idx >= len(design)
     picked_one = int((res.values[test] == 1).sum())
-    assert res.k < 0 and expected > 0.5
+    if scheme == "curve":
+        p1 = 1 / (1 + np.exp(-res.k * (np.log(1.0) - res.x0)))
+        p4 = 1 / (1 + np.exp(-res.k * (np.log(4.0) - res.x0)))
+        expected = p1 / (p1 + p4)
+        assert res.k < 0
+        assert expected > 0.7  # far enough from 1/2 that the two schemes' tests exclude each other
+    else:
+        expected = 0.5
     assert stats.binomtest(picked_one, int(test.sum()), expected).pvalue > 1e-3
 
 
+def test_uniform_picks_every_nonzero_equally():
+    """Each of a gene's m non-zeros is masked with probability n / m whatever its value (the curve would favour
+    low values); per-entry hit counts over many genes are Binomial(G, n / m), checked at 4 binomial sd."""
+    n_cells, m, n, n_genes = 200, 20, 5, 4000
+    col = np.zeros(n_cells, dtype=np.float32)
+    col[:m] = np.geomspace(1, 500, m).round()  # values from 1 to 500: a dropout curve would weight them unequally
+    X = np.tile(col[:, None], (1, n_genes))
+    res = tl.mask_counts(X, n_masked=n, scheme="uniform", random_state=0)
+    assert res.values.size == n * n_genes
+    hits = np.bincount(res.obs_idx, minlength=n_cells)
+    p = n / m
+    sd = np.sqrt(n_genes * p * (1 - p))
+    assert np.all(hits[m:] == 0)
+    assert np.abs(hits[:m] - n_genes * p).max() < 4 * sd
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("layer", [None, "counts"])
-def test_mask_writes_layer_and_uns(sim, layer):
+def test_mask_writes_layer_and_uns(sim, layer, scheme):
     a = sim.copy()
     if layer is not None:
         a.layers["counts"] = a.X.copy()
         a.X = None
     before = (a.X if layer is None else a.layers["counts"]).copy()
-    out = tl.mask(a, layer=layer, random_state=0, key_added="m")
+    out = tl.mask(a, layer=layer, scheme=scheme, random_state=0, key_added="m")
     assert out is None
     m = a.uns["m"]
+    assert m["params"]["scheme"] == scheme
     assert set(m) >= {"obs_idx", "var_idx", "values", "curve", "n_skipped", "params"}
     assert m["params"]["layer"] == ("X" if layer is None else layer)
     assert sparse.issparse(a.layers["m"]) and a.layers["m"].dtype == np.float32
@@ -186,7 +219,9 @@ def test_dropout_mask(sim):
     assert tl.masked_scores(a, layer="truth", mask_key="dropout")["mse"] == 0
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"mode": "row"}, "mode"), ({"n_masked": 0}, "positive")])
+@pytest.mark.parametrize(
+    ("kwargs", "match"), [({"mode": "row"}, "mode"), ({"n_masked": 0}, "positive"), ({"scheme": "flat"}, "scheme")]
+)
 def test_mask_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         tl.mask_counts(_counts(), **kwargs)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from ._cluster import cluster, clustering_metrics, clustering_scores
 from ._compare import compare
 from ._de import de_scores
+from ._dropout_curve import fit_dropout_curve
 from ._fish import fish_compare, gapdh_normalize, gini
 from ._masking import (
     MaskResult,
     dropout_mask,
-    fit_dropout_curve,
     mask,
     mask_counts,
     masked_metrics,

@@ -8,70 +8,14 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, sparse, stats
+from scipy import sparse, stats
 
 from .. import _logging as logg
 from .._utils import as_supported, check_random_state, get_matrix, is_dask
+from ._dropout_curve import draw_nonzeros, fit_dropout_curve
 
 if TYPE_CHECKING:
     from anndata import AnnData
-
-
-def _logistic(x, x0, k):
-    """``1 / (1 + exp(-k (x - x0)))``, Splatter's dropout logistic."""
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-k * (np.asarray(x, dtype=np.float64) - x0)))
-
-
-def _gene_nnz_sum(X) -> tuple[np.ndarray, np.ndarray]:
-    """Per-gene number of non-zeros and sum, for dense or sparse ``X``."""
-    if sparse.issparse(X):
-        Xc = X.tocsc()
-        Xc.eliminate_zeros()
-        return np.diff(Xc.indptr), np.asarray(Xc.sum(axis=0), dtype=np.float64).ravel()
-    X = np.asarray(X)
-    return np.count_nonzero(X, axis=0), X.sum(axis=0, dtype=np.float64)
-
-
-def fit_dropout_curve(X) -> tuple[float, float]:
-    """Fit the logistic relation between a gene's zero fraction and the log mean of its positive values.
-
-    For each gene with at least one positive count, ``x_g = log(mean of the positive values)`` and
-    ``y_g = fraction of zeros``; ``y = 1 / (1 + exp(-k (x - x0)))`` is fitted by least squares
-    (:func:`scipy.optimize.curve_fit`), as Splatter's ``splatEstDropout`` fits it with ``nls``.
-
-    Parameters
-    ----------
-    X
-        Cells x genes counts (dense or sparse).
-
-    Returns
-    -------
-    ``(x0, k)``: midpoint and shape; ``k < 0`` when low expression means more zeros.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from scdeepimpute.tl import fit_dropout_curve
-    >>> X = np.random.default_rng(0).poisson(np.linspace(0.05, 5, 200), size=(500, 200))
-    >>> x0, k = fit_dropout_curve(X)
-    >>> k < 0
-    True
-    """
-    X = as_supported(X)
-    nnz, total = _gene_nnz_sum(X)
-    keep = nnz > 0
-    if keep.sum() < 3:
-        msg = f"need at least 3 genes with a positive count to fit the dropout curve, found {int(keep.sum())}."
-        raise ValueError(msg)
-    x = np.log(total[keep] / nnz[keep])
-    y = 1.0 - nnz[keep] / X.shape[0]
-    try:
-        (x0, k), _ = optimize.curve_fit(_logistic, x, y, p0=(float(np.median(x)), -1.0), maxfev=20000)
-    except RuntimeError as e:  # pragma: no cover - only on degenerate data
-        msg = "could not fit the logistic dropout curve to these data (zero fraction vs log mean of positives)."
-        raise ValueError(msg) from e
-    return float(x0), float(k)
 
 
 @dataclass
@@ -87,7 +31,7 @@ class MaskResult:
     values
         The true (pre-masking) values at those entries.
     x0, k
-        The fitted dropout logistic (see :func:`fit_dropout_curve`).
+        The fitted dropout logistic (see :func:`fit_dropout_curve`); NaN for ``scheme="uniform"``.
     n_skipped
         Genes (``mode="gene"``) or cells (``mode="cell"``) left unmasked for having too few non-zeros.
 
@@ -114,19 +58,12 @@ class MaskResult:
     n_skipped: int
 
 
-def _choose(rng: np.random.Generator, idx: np.ndarray, vals: np.ndarray, n: int, x0: float, k: float) -> np.ndarray:
-    """``n`` of ``idx`` without replacement, with probabilities proportional to the logistic of ``log(vals)``."""
-    p = _logistic(np.log(vals), x0, k)
-    if np.count_nonzero(p) < n or not np.isfinite(p.sum()):
-        p = np.where(np.isfinite(p), p, 0.0) + 1e-12  # underflow guard; keeps the ordering of the weights
-    return rng.choice(idx, size=n, replace=False, p=p / p.sum())
-
-
 def mask_counts(
     X,
     *,
     n_masked: int = 10,
     mode: Literal["gene", "cell"] = "gene",
+    scheme: Literal["curve", "uniform"] = "curve",
     min_nonzero: int | None = None,
     random_state: int | np.random.Generator | None = 0,
 ) -> MaskResult:
@@ -143,6 +80,9 @@ def mask_counts(
     are skipped. The script fits the curve with ``scipy.stats.logistic.fit`` and weights by its density;
     here both modes use the fitted curve from the Methods text.
 
+    ``scheme="uniform"`` draws the same number of entries with equal probabilities instead: the regime of data
+    whose dropout curve is flat, where the fitted curve weights every non-zero alike. No curve is fitted.
+
     Parameters
     ----------
     X
@@ -151,6 +91,8 @@ def mask_counts(
         Entries masked per gene (``"gene"``) or per cell (``"cell"``).
     mode
         ``"gene"`` or ``"cell"``.
+    scheme
+        ``"curve"`` (weights from the fitted dropout curve) or ``"uniform"`` (equal weights).
     min_nonzero
         Skip genes/cells with fewer non-zeros than this.
     random_state
@@ -172,6 +114,9 @@ def mask_counts(
     if mode not in ("gene", "cell"):
         msg = f"`mode` must be 'gene' or 'cell', got {mode!r}."
         raise ValueError(msg)
+    if scheme not in ("curve", "uniform"):
+        msg = f"`scheme` must be 'curve' or 'uniform', got {scheme!r}."
+        raise ValueError(msg)
     if n_masked < 1:
         msg = f"`n_masked` must be a positive integer, got {n_masked}."
         raise ValueError(msg)
@@ -182,37 +127,20 @@ def mask_counts(
         min_nonzero = n_masked + 1 if mode == "gene" else 50
     min_nonzero = max(int(min_nonzero), n_masked)
     rng = check_random_state(random_state)
-    x0, k = fit_dropout_curve(X)
+    x0, k = fit_dropout_curve(X) if scheme == "curve" else (float("nan"), float("nan"))
 
     was_sparse = sparse.issparse(X)
     # compressed along the axis we draw within: CSC for genes, CSR for cells
     M = sparse.csc_matrix(X) if mode == "gene" else sparse.csr_matrix(X)
     M = M.astype(np.float32)
     M.eliminate_zeros()
-    rows, cols, vals = [], [], []
-    skipped = 0
-    for j in range(M.shape[1] if mode == "gene" else M.shape[0]):
-        lo, hi = M.indptr[j], M.indptr[j + 1]
-        if hi - lo < min_nonzero:
-            skipped += 1
-            continue
-        pos = _choose(rng, np.arange(lo, hi), M.data[lo:hi], n_masked, x0, k)
-        inner = M.indices[pos]
-        if mode == "gene":
-            rows.append(inner)
-            cols.append(np.full(n_masked, j))
-        else:
-            rows.append(np.full(n_masked, j))
-            cols.append(inner)
-        vals.append(M.data[pos].copy())
-        M.data[pos] = 0
-    if rows:
-        obs_idx, var_idx, values = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
-    else:
-        obs_idx = var_idx = np.zeros(0, dtype=np.int64)
-        values = np.zeros(0, dtype=np.float32)
+    pos, owner, skipped = draw_nonzeros(M, n_masked, min_nonzero, rng, (x0, k) if scheme == "curve" else None)
+    inner = M.indices[pos].astype(np.int64)
+    obs_idx, var_idx = (inner, owner) if mode == "gene" else (owner, inner)
+    values = M.data[pos].copy()
+    M.data[pos] = 0
     order = np.lexsort((var_idx, obs_idx))
-    obs_idx, var_idx, values = obs_idx[order].astype(np.int64), var_idx[order].astype(np.int64), values[order]
+    obs_idx, var_idx, values = obs_idx[order], var_idx[order], values[order]
     M.eliminate_zeros()
     X_masked = M.tocsr() if was_sparse else M.toarray()
     return MaskResult(X_masked, obs_idx, var_idx, values.astype(np.float32), x0, k, skipped)
@@ -224,6 +152,7 @@ def mask(  # noqa: PLR0913
     layer: str | None = None,
     n_masked: int = 10,
     mode: Literal["gene", "cell"] = "gene",
+    scheme: Literal["curve", "uniform"] = "curve",
     min_nonzero: int | None = None,
     random_state: int | np.random.Generator | None = 0,
     key_added: str = "masked",
@@ -232,8 +161,9 @@ def mask(  # noqa: PLR0913
     """Hide observed counts for the paper's accuracy benchmark :cite:p:`Arisdakessian2019`.
 
     Non-zero counts are set to zero with probabilities from a logistic dropout curve fitted to the data
-    (see :func:`mask_counts` for the two modes). Impute ``layers[key_added]`` with any method, then
-    score the hidden values with :func:`masked_scores`. The input matrix is not changed.
+    (``scheme="curve"``) or uniformly (``scheme="uniform"``); see :func:`mask_counts` for the two modes.
+    Impute ``layers[key_added]`` with any method, then score the hidden values with :func:`masked_scores`.
+    The input matrix is not changed.
 
     Parameters
     ----------
@@ -245,6 +175,9 @@ def mask(  # noqa: PLR0913
         Entries masked per gene (``mode="gene"``, paper) or per cell (``mode="cell"``, authors' script).
     mode
         ``"gene"`` or ``"cell"``.
+    scheme
+        ``"curve"`` (the paper's: weights from the fitted dropout curve) or ``"uniform"`` (every non-zero alike:
+        the flat-curve regime).
     min_nonzero
         Genes (cells) with fewer non-zeros are not masked; default ``n_masked + 1`` (``"gene"``) or 50
         (``"cell"``).
@@ -263,7 +196,8 @@ def mask(  # noqa: PLR0913
         The masked counts.
     ``adata.uns[key_added]`` : dict
         ``obs_idx``, ``var_idx`` (int arrays) and ``values`` (true counts) of the masked entries,
-        ``curve`` (``x0``, ``k``), ``n_skipped`` and ``params``. Plain arrays, so it survives h5ad/zarr.
+        ``curve`` (``x0``, ``k``; NaN for ``"uniform"``), ``n_skipped`` and ``params``. Plain arrays, so it
+        survives h5ad/zarr.
 
     Examples
     --------
@@ -274,12 +208,17 @@ def mask(  # noqa: PLR0913
     True
     """
     adata = adata.copy() if copy else adata
-    start = logg.info(f"masking {n_masked} non-zeros per {mode}")
+    start = logg.info(f"masking {n_masked} non-zeros per {mode} ({scheme})")
     res = mask_counts(
-        get_matrix(adata, layer), n_masked=n_masked, mode=mode, min_nonzero=min_nonzero, random_state=random_state
+        get_matrix(adata, layer),
+        n_masked=n_masked,
+        mode=mode,
+        scheme=scheme,
+        min_nonzero=min_nonzero,
+        random_state=random_state,
     )
     adata.layers[key_added] = res.X
-    params = {"layer": "X" if layer is None else layer, "n_masked": n_masked, "mode": mode}
+    params = {"layer": "X" if layer is None else layer, "n_masked": n_masked, "mode": mode, "scheme": scheme}
     params["min_nonzero"] = (n_masked + 1 if mode == "gene" else 50) if min_nonzero is None else int(min_nonzero)
     if isinstance(random_state, (int, np.integer)):
         params["random_state"] = int(random_state)
