@@ -38,7 +38,7 @@ CASES = [
     _case("fit_impute_timing.py", ["default"], r"default  300x\d+  fit [\d.]+ s  impute [\d.]+ s  val_loss [\d.]+"),
     _case("paper.py", ["--skip-fig2"], r"## Fig\. 5.*\n.*ari +ami +fmi +silhouette +de_auc"),
     _case("paper.py", ["--skip-fig5"], r"### mouse1m_10k: 200 cells.*\n +mse +pearson", shared=True),
-    _case("accuracy.py", [], r"\| dataset \| method \|", shared=True),
+    _case("accuracy.py", [], r"\| dataset \| depth \| scheme \|", shared=True),
     _case("speed.py", [], r"\| [^|\n]+ \|", old_quick="cap training at 3 epochs"),
 ]
 
