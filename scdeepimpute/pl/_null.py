@@ -17,6 +17,7 @@ _LABELS = {
     "spurious_corr": "fraction of gene pairs\nwith significant |r|",
     "de_calls_random": "DE genes, random halves",
     "de_calls_kmeans": "DE genes, k-means halves",
+    "kmeans_depth_corr": "k-means halves vs depth,\n|Spearman rho|",
 }
 
 
@@ -31,7 +32,7 @@ def null_check(df: pd.DataFrame, *, metrics: Sequence[str] | None = None, ncols:
     df
         Output of :func:`scdeepimpute.tl.null_check`.
     metrics
-        Metrics to show (default: all, in table order).
+        Metrics to show (default: the spurious correlations and the two DE counts).
     ncols
         Panels per row.
 
@@ -58,7 +59,9 @@ def null_check(df: pd.DataFrame, *, metrics: Sequence[str] | None = None, ncols:
     if missing:
         msg = f"`df` lacks columns {sorted(missing)}; pass the output of scdeepimpute.tl.null_check."
         raise ValueError(msg)
-    metrics = list(dict.fromkeys(df["metric"])) if metrics is None else list(metrics)
+    if metrics is None:
+        metrics = [m for m in ("spurious_corr", "de_calls_random", "de_calls_kmeans") if m in set(df["metric"])]
+    metrics = list(metrics)
     unknown = [m for m in metrics if m not in set(df["metric"])]
     if unknown:
         msg = f"metrics {unknown} not in the table (it has {sorted(set(df['metric']))})."

@@ -138,13 +138,23 @@ def _kmeans_split(Z: np.ndarray, n_pcs: int, seed: int) -> np.ndarray:
     return labels == 0
 
 
-def _score(Y: np.ndarray, corr_genes: np.ndarray, splits: list[np.ndarray], r_crit: float, fdr: float, seed: int):
+def _score(  # noqa: PLR0913
+    Y: np.ndarray,
+    corr_genes: np.ndarray,
+    splits: list[np.ndarray],
+    lib: np.ndarray,
+    r_crit: float,
+    fdr: float,
+    seed: int,
+):
     Z = _lognorm(Y)
     out = {"spurious_corr": _spurious_corr(Z[:, corr_genes], r_crit)}
     out["de_calls_random"] = float(np.mean([_de_calls(Z, s, fdr) for s in splits]))
     km = _kmeans_split(Z, 10, seed)
     # both clusters non-empty unless the output is degenerate (all cells equal)
-    out["de_calls_kmeans"] = float(_de_calls(Z, km, fdr)) if 0 < km.sum() < km.size else 0.0
+    split = 0 < km.sum() < km.size
+    out["de_calls_kmeans"] = float(_de_calls(Z, km, fdr)) if split else 0.0
+    out["kmeans_depth_corr"] = abs(float(stats.spearmanr(km, lib).statistic)) if split else float("nan")
     return out
 
 
@@ -192,6 +202,9 @@ def null_check(  # noqa: PLR0913
         The same test between the two k-means clusters (k=2, 10 PCs) of the method's own output: what a
         user finds after clustering imputed data. Raw counts get some calls too (clusters of noise
         tested on the data that made them); more than raw means the method created a cell structure.
+    ``kmeans_depth_corr``
+        |Spearman rho| between that k-means split and the null's raw library sizes: near 1 when the
+        clusters the method made are cells of high vs low depth.
 
     Parameters
     ----------
@@ -227,7 +240,7 @@ def null_check(  # noqa: PLR0913
     -------
     Tidy :class:`pandas.DataFrame` with columns ``kind``, ``method``, ``metric``, ``value``,
     ``null_level`` (the value expected for raw counts under the null: ``alpha`` for ``spurious_corr``,
-    0 for ``de_calls_random``, NaN for ``de_calls_kmeans``); ``df.attrs["params"]`` holds the settings,
+    0 for ``de_calls_random``, NaN for the others); ``df.attrs["params"]`` holds the settings,
     the |r| threshold and the genes and cells of each null.
 
     Examples
@@ -291,6 +304,7 @@ def null_check(  # noqa: PLR0913
         N = N[:, keep]
         corr_genes = np.sort(np.argsort(-det[keep], kind="stable")[: min(n_genes, keep.size)])
         splits = [rng.permutation(N.shape[0]) < N.shape[0] // 2 for _ in range(n_splits)]
+        lib = np.asarray(N.sum(axis=1)).ravel()
         r_crit = corr_threshold(N.shape[0], alpha)
         info[k] = {
             "n_obs": int(N.shape[0]),
@@ -306,11 +320,11 @@ def null_check(  # noqa: PLR0913
             start = logg.info(f"null_check: {name!r} on the {k} null ({N.shape[0]} x {N.shape[1]})")
             outputs, _ = _run(name, f, N, ref)
             for out_name, Y in outputs.items():
-                for metric, value in _score(Y, corr_genes, splits, r_crit, fdr, random_state).items():
+                for metric, value in _score(Y, corr_genes, splits, lib, r_crit, fdr, random_state).items():
                     rows.append((k, out_name, metric, value))
             logg.info("    finished", time=start)
 
-    level = {"spurious_corr": alpha, "de_calls_random": 0.0, "de_calls_kmeans": float("nan")}
+    level = {"spurious_corr": alpha, "de_calls_random": 0.0}
     df = pd.DataFrame(rows, columns=["kind", "method", "metric", "value"])
     df["null_level"] = df["metric"].map(level)
     df.attrs["params"] = {
