@@ -251,6 +251,8 @@ def null_check(  # noqa: PLR0913
     >>> sorted(df["method"].unique())
     ['none', 'nzmean']
     """
+    import anndata as ad
+
     kinds = [kind] if isinstance(kind, str) else list(kind)
     bad = [k for k in kinds if k not in _KINDS]
     if bad or not kinds:
@@ -271,8 +273,9 @@ def null_check(  # noqa: PLR0913
         if is_dask(X):
             X = X.compute()
         X = _float32(X)
-        if (X.data if sparse.issparse(X) else X).min(initial=0) < 0:
-            msg = "null_check needs raw counts; the input has negative values."
+        values = X.data if sparse.issparse(X) else X
+        if not np.all(np.isfinite(values)) or values.min(initial=0) < 0:
+            msg = "null_check needs raw counts; the input has negative, NaN or infinite values."
             raise ValueError(msg)
     n_obs, n_vars = (2000, 4000) if adata is None else adata.shape
 
@@ -285,8 +288,6 @@ def null_check(  # noqa: PLR0913
     if methods.get("deepimpute") == "deepimpute":
         kw.setdefault("deepimpute", {}).setdefault("output", "both")
     funcs = _resolve_methods(methods, random_state, kw)
-
-    import anndata as ad
 
     rows, info = [], {}
     for k in kinds:
