@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -67,7 +69,8 @@ def test_invented_structure_is_flagged():
 
 
 def test_deepimpute_reports_both_layers_and_magic_is_skipped_when_missing(monkeypatch):
-    monkeypatch.setattr("scdeepimpute.tl._compare._magic_available", lambda: False)
+    # null_check resolves methods through _compare, which asks _magic_available
+    monkeypatch.setattr(importlib.import_module("scdeepimpute.tl._compare"), "_magic_available", lambda: False)
     df = sdi.tl.null_check(
         _adata(200, 40),
         methods=("deepimpute", "magic"),

@@ -96,7 +96,7 @@ def corr_threshold(n_obs: int, alpha: float) -> float:
     Examples
     --------
     >>> from scdeepimpute.tl import corr_threshold
-    >>> round(corr_threshold(1000, 0.001), 4)  # ~ 3.29 / sqrt(1000)
+    >>> round(corr_threshold(1000, 0.001), 3)  # ~ 3.29 / sqrt(1000)
     0.104
     """
     if n_obs < 4:
