@@ -3,5 +3,7 @@
 from __future__ import annotations
 
 from ._benchmark import de_roc, masked_mse, masked_scatter, metric_bars, umap_panels
+from ._null import null_check
 
 __all__ = ["de_roc", "masked_mse", "masked_scatter", "metric_bars", "umap_panels"]
+__all__ += ["null_check"]

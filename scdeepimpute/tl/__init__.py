@@ -17,6 +17,7 @@ from ._masking import (
 )
 from ._mcv import mcv_scores, molecular_split
 from ._methods import impute_deepimpute, impute_knn, impute_magic, impute_none, impute_nzmean
+from ._null import corr_threshold, null_check, permute_genes
 
 __all__ = [
     "MaskResult",
@@ -24,6 +25,7 @@ __all__ = [
     "clustering_metrics",
     "clustering_scores",
     "compare",
+    "corr_threshold",
     "de_scores",
     "dropout_mask",
     "fish_compare",
@@ -41,4 +43,6 @@ __all__ = [
     "masked_scores",
     "mcv_scores",
     "molecular_split",
+    "null_check",
+    "permute_genes",
 ]
