@@ -113,9 +113,14 @@ def _copy_tutorials() -> None:
             shutil.copyfile(src, dst)
 
 
+#: Deprecated aliases of other public modules: not documented twice (and importing them warns).
+DEPRECATED_ALIASES = {"experimental"}
+
+
 def public_namespaces() -> list[str]:
     """Public subpackages of scdeepimpute: pp, tl, pl, datasets first, then the others (e.g. out-of-core)."""
     found = [m.name for m in pkgutil.iter_modules(scdeepimpute.__path__) if m.ispkg and not m.name.startswith("_")]
+    found = [n for n in found if n not in DEPRECATED_ALIASES]
     first = [n for n in ("pp", "tl", "pl", "datasets") if n in found]
     return [f"scdeepimpute.{n}" for n in first + sorted(set(found) - set(first))]
 
@@ -131,6 +136,9 @@ def _section_title(mod) -> str:
 
 
 def _write_api_sections() -> None:
+    # autosummary writes its stubs into generated/ and never removes one: a renamed or removed name would leave a
+    # stale page that is in no toctree (a warning, so a failed -W build), hence a fresh folder every build
+    shutil.rmtree(HERE / "generated", ignore_errors=True)
     lines = [".. This file is written by docs/conf.py from each namespace's __all__; do not edit.", ""]
     classes = [n for n in scdeepimpute.__all__ if isinstance(getattr(scdeepimpute, n), type)]
     if classes:

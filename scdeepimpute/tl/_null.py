@@ -86,7 +86,7 @@ def _lognorm(Y: np.ndarray) -> np.ndarray:
 
 
 def corr_threshold(n_obs: int, alpha: float) -> float:
-    """|Pearson r| above which a gene pair is significant at two-sided level ``alpha`` for ``n_obs`` cells.
+    """Absolute Pearson r above which a gene pair is significant at two-sided level ``alpha`` for ``n_obs`` cells.
 
     The t-test of r (:func:`scipy.stats.pearsonr`'s null): ``r* = t / sqrt(n - 2 + t^2)`` with ``t`` the
     ``1 - alpha/2`` quantile of Student's t with ``n - 2`` degrees of freedom. For genes that are
@@ -189,7 +189,7 @@ def null_check(  # noqa: PLR0913
     ``normalize_total`` (1e4) + ``log1p`` transformed and scored:
 
     ``spurious_corr``
-        Fraction of the pairs among the ``n_genes`` most detected genes whose Pearson |r| exceeds
+        Fraction of the pairs among the ``n_genes`` most detected genes whose absolute Pearson r exceeds
         :func:`corr_threshold` at two-sided level ``alpha``. Under the null this is ``alpha`` for raw
         counts (``null_level``); more means the method made genes co-vary. Pearson on log-normalised
         values, the scale users correlate on.
@@ -203,7 +203,7 @@ def null_check(  # noqa: PLR0913
         user finds after clustering imputed data. Raw counts get some calls too (clusters of noise
         tested on the data that made them); more than raw means the method created a cell structure.
     ``kmeans_depth_corr``
-        |Spearman rho| between that k-means split and the null's raw library sizes: near 1 when the
+        Absolute Spearman rho between that k-means split and the null's raw library sizes: near 1 when the
         clusters the method made are cells of high vs low depth.
 
     Parameters
@@ -241,7 +241,7 @@ def null_check(  # noqa: PLR0913
     Tidy :class:`pandas.DataFrame` with columns ``kind``, ``method``, ``metric``, ``value``,
     ``null_level`` (the value expected for raw counts under the null: ``alpha`` for ``spurious_corr``,
     0 for ``de_calls_random``, NaN for the others); ``df.attrs["params"]`` holds the settings,
-    the |r| threshold and the genes and cells of each null.
+    the threshold on absolute r and the genes and cells of each null.
 
     Examples
     --------
