@@ -30,9 +30,7 @@ from scdeepimpute._cli import main
 
 from .conftest import FAST, make_counts
 
-# Written before the implementation of issue 16 (run on 2962df5: most fault rows fail there, as the
-# issue reports). Remove this line when the implementation lands; nothing in this file is xfail.
-pytestmark = pytest.mark.skip(reason="issue 16: implementation pending")
+# Written before the implementation of issue 16: on 2962df5 most fault rows failed, as the issue reports.
 
 N_CELLS, N_GENES = 120, 40
 NAMES = [f"g{i}" for i in range(N_GENES)]
