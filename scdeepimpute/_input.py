@@ -22,7 +22,6 @@ def counts_and_names(
     layer: str | None = None,
     var_names=None,
     lazy: bool = False,
-    check: bool = True,
     strict: bool = False,
     what: str = "input",
 ) -> tuple[object, pd.Index]:
@@ -41,12 +40,11 @@ def counts_and_names(
         slices rows; a dask array passes through, for the fit to read its training cells). ``True``: the data
         must be a 2-d, non-empty dask array chunked along cells only (``TypeError`` / ``ValueError`` otherwise),
         kept lazy.
-    check
-        Check the values of an in-memory matrix (:func:`~scdeepimpute._utils.check_counts`): ``ValueError`` when
-        empty, negative, NaN or infinite; a warning for non-integer values. Dask values are checked where they
-        are read (the training cells, each block).
     strict
-        Raise instead of warn for non-integer values (the entry points' ``check_counts``).
+        The values of an in-memory matrix are checked (:func:`~scdeepimpute._utils.check_counts`): ``ValueError``
+        when empty, negative, NaN or infinite, a warning for non-integer values, or a ``ValueError`` with
+        ``strict`` (the entry points' ``check_counts``). Dask values are checked where they are read (the
+        training cells, each block).
     what
         How the messages name the data.
     """
@@ -69,7 +67,7 @@ def counts_and_names(
     if lazy and (X.shape[0] == 0 or X.shape[1] == 0):
         msg = f"input is empty (shape {X.shape}); DeepImpute needs cells x genes raw counts."
         raise ValueError(msg)
-    if check and not lazy:
+    if not lazy:
         check_counts(X, strict=strict, what=what)
     return X, names
 
