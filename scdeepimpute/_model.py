@@ -18,7 +18,6 @@ from ._input import counts_and_names, gene_indices
 from ._layout import batch, batch_loader, log_library
 from ._params import takes_hyperparameters
 from ._selection import select_predictors, split_targets
-from ._utils import check_counts as _check_counts
 from ._utils import check_random_state, dense_rows, gene_stats, is_dask, to_memory
 
 if TYPE_CHECKING:
@@ -190,9 +189,8 @@ class DeepImpute:
             )
             raise ValueError(msg)
         Xfit = X[cells] if cells.size < X.shape[0] else X
-        if is_dask(Xfit):  # out of core: only the training cells are read into memory
-            Xfit = to_memory(Xfit)
-            _check_counts(Xfit, strict=check_counts, what="the training cells")
+        if is_dask(Xfit):  # out of core: only the training cells are read into memory, then checked
+            Xfit, _ = counts_and_names(to_memory(Xfit), var_names=names, strict=check_counts, what="the training cells")
         mean, var, detected = gene_stats(Xfit)  # counts are checked non-negative: non-zero = detected
         zero_fraction = 1.0 - detected
         gene_idx = None if genes is None else gene_indices(names, genes)

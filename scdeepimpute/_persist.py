@@ -49,7 +49,7 @@ _DAMAGED = "the file is damaged: save the model again"
 def save(model: DeepImpute, path: str | Path, *, overwrite: bool = False) -> None:
     """Write ``model.weights.h5`` (Keras) and ``config.json`` (genes, blocks, parameters) into the folder ``path``."""
     shown = Path(path)
-    path = shown.absolute()
+    path = shown.resolve()  # a link to a model folder: replace the folder it points to, keep the link
     replace = _check_target(shown, path, overwrite=overwrite)
     config = {
         "format_version": FORMAT_VERSION,
