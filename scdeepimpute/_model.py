@@ -166,11 +166,7 @@ class DeepImpute:
     def _fit_matrix(
         self, X, names: pd.Index, *, genes, train_size, check_counts: bool, progress, strategy=None
     ) -> DeepImpute:
-        """:meth:`fit` on a matrix from :func:`counts_and_names` (callers check once).
-
-        Atomic: the fitted attributes are assigned together after training succeeds, so an error or Ctrl-C leaves
-        a fresh model unfitted and a fitted one as it was.
-        """
+        """:meth:`fit` on a matrix from :func:`counts_and_names` (checked once); ``self`` changes only on success."""
         from ._backend import import_keras, resolve_strategy
         from ._training import network_and_trainer
 
@@ -381,29 +377,18 @@ class DeepImpute:
 
     # ---------------------------------------------------------- persistence
     def save(self, path: str | Path, *, overwrite: bool = False) -> None:
-        """Save to a folder: ``model.weights.h5`` (Keras) and ``config.json`` (genes, blocks, parameters).
+        """Save to a new or empty folder: ``model.weights.h5`` (Keras) and ``config.json`` (genes, blocks, parameters).
 
-        The model is written to a temporary folder beside ``path`` and renamed into place, so an error or Ctrl-C
-        while saving never leaves half a model (nor damages the model it was to replace).
-
-        Parameters
-        ----------
-        path
-            A new or empty folder.
-        overwrite
-            Replace a model saved in ``path`` before. Without it a saved model is never replaced
-            (``ValueError``); a folder holding anything but a saved model, or a file, is never replaced.
+        ``overwrite=True`` replaces a model saved there before (without it: ``ValueError``); a folder holding anything
+        else, or a file, is never replaced. Written to a temporary folder and renamed into place: an error or Ctrl-C
+        while saving leaves no half model and the replaced model intact.
         """
         self._check_fitted()
         _persist.save(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> DeepImpute:
-        """Load a model written by :meth:`save` (no pickle involved).
-
-        A missing, unreadable or damaged ``config.json`` or ``model.weights.h5``, an unknown format version, and a
-        configuration that does not match the weights (blocks, genes, shapes) raise a ``ValueError`` naming the file.
-        """
+        """Load a model written by :meth:`save` (no pickle); ``ValueError`` naming a damaged or mismatched file."""
         return _persist.load(cls, path)
 
     def __repr__(self) -> str:
