@@ -86,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="F",
         help="train on a random subset of cells: a fraction in (0, 1] or a number of cells (default: all)",
     )
-    p.add_argument("--save-model", metavar="DIR", help="save the trained model to this folder")
+    p.add_argument(
+        "--save-model",
+        metavar="DIR",
+        help="save the trained model to this folder (a new or empty one: an existing model is never replaced, "
+        "checked before training)",
+    )
     p.add_argument("--model", metavar="DIR", help="use a model saved with --save-model instead of training one")
     p.add_argument("--genes-file", metavar="FILE", help="impute only these genes (one name per line)")
     p.add_argument("--max-epochs", type=_positive_int, metavar="N", help="cap on training epochs (default: 500)")
@@ -224,12 +229,15 @@ def run_impute(args) -> int:
             f"--{k.replace('_', '-')}" for k in ("preset", "train_size", "genes_file", "max_epochs", "hidden_units")
         ]
         clash = [c for c in clash if getattr(args, c[2:].replace("-", "_")) is not None]
+        clash += ["--seed"] if args.seed != 0 else []
         if clash:
             raise InputError(f"--model uses a trained model; {', '.join(clash)} only apply when training")
         if args.save_model is not None:
             raise InputError("--model and --save-model together would only copy the model; use one of them")
         if not (Path(args.model) / "config.json").is_file():
             raise InputError(f"--model {args.model} is not a saved scdeepimpute model (no config.json)")
+    if args.save_model is not None:  # before training, not after it
+        _check_save_model(Path(args.save_model))
     if args.fill is not None and out_fmt != "table":
         raise InputError("--fill chooses the matrix of a CSV/TSV output; .h5ad/.zarr outputs get every layer")
     genes = read_genes(args.genes_file) if args.genes_file else None
@@ -285,6 +293,18 @@ def run_impute(args) -> int:
     info["time_s"] = float(time.perf_counter() - t0)
     _say(args, f"wrote {out} ({written}) in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _check_save_model(path: Path) -> None:
+    """``InputError`` unless ``--save-model`` names a new or empty folder (the command never replaces a model)."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise InputError(f"--save-model {path} is a file; give a new or empty folder")
+    if (path / "config.json").is_file():
+        raise InputError(f"--save-model {path} already holds a saved model; remove it or choose another folder")
+    if any(path.iterdir()):
+        raise InputError(f"--save-model {path} exists and is not empty; choose a new or empty folder")
 
 
 # --------------------------------------------------------------------------- demo

@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from . import _logging as logg
-from ._fills import Policy, default_fills, output_names
+from ._fills import Policy, check_fills, default_fills, output_names
 from ._input import counts_and_names
 from ._model import DeepImpute
 from ._params import takes_hyperparameters
-from ._utils import check_counts as _check_counts
 from ._utils import is_dask
 
 if TYPE_CHECKING:
@@ -83,9 +82,12 @@ def deepimpute(
     train_size
         Train on a random subset of cells (fraction or number); all cells are imputed.
     model
-        A fitted :class:`~scdeepimpute.DeepImpute` to use instead of training one.
+        A fitted :class:`~scdeepimpute.DeepImpute` to use instead of training one; the training arguments
+        (hyperparameters, ``preset``, ``genes``, ``train_size``, ``random_state``, ``strategy``) must then be
+        left at their defaults (``ValueError`` otherwise).
     check_counts
-        Raise (instead of warn) when the input holds non-integer values.
+        Raise (instead of warn) when the input holds non-integer values; negative, NaN or infinite values
+        always raise ``ValueError``.
     n_jobs
         TensorFlow threads (only effective before TensorFlow starts); ``None`` keeps its default.
     strategy
@@ -121,31 +123,33 @@ def deepimpute(
     """
     start = logg.info("running DeepImpute")
     t0 = time.perf_counter()
-    X, names = counts_and_names(adata, layer=layer)
-    _check_counts(X, strict=check_counts)
+    pretrained = model is not None
+    if pretrained:
+        _refuse_training_arguments(
+            hyperparameters, train_size=train_size, genes=genes, strategy=strategy, preset=preset, seed=random_state
+        )
     if key_added == layer:
         msg = f"key_added={key_added!r} is the input layer; choose another name so the raw counts are kept."
         raise ValueError(msg)
+    X, names = counts_and_names(adata, layer=layer, strict=check_counts)
 
     from ._backend import set_threads
 
     set_threads(n_jobs)
-    pretrained = model is not None
-    if strategy is not None and (pretrained or is_dask(X)):
+    if strategy is not None and is_dask(X):
         msg = (
             "strategy applies to training on in-memory data; for dask input, fit a model with "
             "DeepImpute.fit(adata, strategy=...) and pass it as model=."
-            if not pretrained
-            else "strategy applies to training; it cannot be used with a pre-trained model=."
         )
         raise ValueError(msg)
     if model is None:
         model = DeepImpute(preset=preset, random_state=random_state, **hyperparameters)
+        check_fills((), policy, detection_head=model.params["detection_head"])  # now, not after training
         if is_dask(X):  # validates the chunking; only the training cells are read (and checked)
             from .dask import fit as fit_dask
 
             fit_dask(model, X, var_names=names, genes=genes, train_size=train_size, check_counts=check_counts)
-        else:  # X was checked above: skip the model's own check
+        else:  # X was checked above: the unchecked fit
             model._fit_matrix(
                 X,
                 names,
@@ -161,7 +165,7 @@ def deepimpute(
 
         result = impute_dask(model, X, var_names=names, policy=policy, fills=fills, check_counts=check_counts)
     else:
-        result = model.impute(X, var_names=names, policy=policy, fills=fills)
+        result = model._impute_matrix(X, names, policy=policy, fills=fills)
     layer_of = output_names(fills, key_added)
     outputs = list(layer_of.values())
 
@@ -209,3 +213,17 @@ def deepimpute(
         f"    '{key_added}_target', '{key_added}_block' (adata.var)\n    {key_added!r} (adata.uns)",
     )
     return adata if copy else None
+
+
+def _refuse_training_arguments(hyperparameters: dict, *, train_size, genes, strategy, preset, seed) -> None:
+    """``ValueError`` naming every argument given with ``model=`` that only applies to training."""
+    given = [k for k, v in hyperparameters.items() if v is not None]
+    given += [k for k, v in (("train_size", train_size), ("genes", genes), ("strategy", strategy)) if v is not None]
+    # a value equal to the default cannot be told from "not given", and is harmless
+    given += [k for k, v, default in (("preset", preset, "default"), ("random_state", seed, 0)) if v != default]
+    if given:
+        msg = (
+            f"model= is a trained model (pre-trained); {', '.join(given)} only apply when training: "
+            "leave them out, or train a new model without model=."
+        )
+        raise ValueError(msg)

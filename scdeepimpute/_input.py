@@ -1,8 +1,8 @@
-"""The one path every entry point takes from user data to a counts matrix and its gene names.
+"""The one path every entry point takes from user data to a checked counts matrix and its gene names.
 
 :meth:`DeepImpute.fit <scdeepimpute.DeepImpute.fit>`, ``predict`` and ``impute``, :func:`scdeepimpute.pp.deepimpute`,
 the out-of-core functions of :mod:`scdeepimpute.dask` and the command line (through them) all call
-:func:`counts_and_names`.
+:func:`counts_and_names`, so every entry point accepts and rejects the same values, and checks them once.
 """
 
 from __future__ import annotations
@@ -11,12 +11,21 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
-from ._utils import as_supported, get_matrix, is_dask
+from ._utils import as_supported, check_counts, get_matrix, is_dask
 
 
-def counts_and_names(data, *, layer: str | None = None, var_names=None, lazy: bool = False) -> tuple[object, pd.Index]:
-    """The counts matrix of ``data`` and its gene names (as strings).
+def counts_and_names(
+    data,
+    *,
+    layer: str | None = None,
+    var_names=None,
+    lazy: bool = False,
+    strict: bool = False,
+    what: str = "input",
+) -> tuple[object, pd.Index]:
+    """The counts matrix of ``data`` and its gene names (as strings), its values checked.
 
     Parameters
     ----------
@@ -27,9 +36,17 @@ def counts_and_names(data, *, layer: str | None = None, var_names=None, lazy: bo
     var_names
         Gene names of a matrix; ``None`` numbers the columns ``"0"``, ``"1"``, ... (ignored for an AnnData).
     lazy
-        ``False``: a numpy array or a CSR/CSC matrix (other sparse formats become CSR; a dask array passes
-        through, for the fit to read its training cells). ``True``: the data must be a 2-d, non-empty dask
-        array chunked along cells only (``TypeError`` / ``ValueError`` otherwise), kept lazy.
+        ``False``: a numpy array or a CSR matrix (CSC and other sparse formats become CSR, once: every consumer
+        slices rows; a dask array passes through, for the fit to read its training cells). ``True``: the data
+        must be a 2-d, non-empty dask array chunked along cells only (``TypeError`` / ``ValueError`` otherwise),
+        kept lazy.
+    strict
+        The values of an in-memory matrix are checked (:func:`~scdeepimpute._utils.check_counts`): ``ValueError``
+        when empty, negative, NaN or infinite, a warning for non-integer values, or a ``ValueError`` with
+        ``strict`` (the entry points' ``check_counts``). Dask values are checked where they are read (the
+        training cells, each block).
+    what
+        How the messages name the data.
     """
     from anndata import AnnData
 
@@ -38,6 +55,8 @@ def counts_and_names(data, *, layer: str | None = None, var_names=None, lazy: bo
         _check_lazy(X)
     else:
         X = as_supported(X)
+        if sparse.issparse(X) and X.format == "csc":
+            X = X.tocsr()  # a copy of the non-zeros, freed with X: CSC rows would be gathered on every slice
     if isinstance(data, AnnData):
         names = pd.Index(data.var_names.astype(str))
     else:
@@ -48,6 +67,8 @@ def counts_and_names(data, *, layer: str | None = None, var_names=None, lazy: bo
     if lazy and (X.shape[0] == 0 or X.shape[1] == 0):
         msg = f"input is empty (shape {X.shape}); DeepImpute needs cells x genes raw counts."
         raise ValueError(msg)
+    if not lazy:
+        check_counts(X, strict=strict, what=what)
     return X, names
 
 

@@ -18,7 +18,6 @@ from ._input import counts_and_names, gene_indices
 from ._layout import batch, batch_loader, log_library
 from ._params import takes_hyperparameters
 from ._selection import select_predictors, split_targets
-from ._utils import check_counts as _check_counts
 from ._utils import check_random_state, dense_rows, gene_stats, is_dask, to_memory
 
 if TYPE_CHECKING:
@@ -123,7 +122,8 @@ class DeepImpute:
         train_size
             Train on a random subset of cells: a fraction in (0, 1] or a number of cells.
         check_counts
-            Raise instead of warn when values are not integers.
+            Raise instead of warn when values are not integers (negative, NaN or infinite values always raise
+            ``ValueError``). CSC input is converted to CSR once (a copy of its non-zeros, freed on return).
         progress
             Show a progress bar; ``None`` follows scanpy's verbosity (shown at >= 1).
         strategy
@@ -151,8 +151,8 @@ class DeepImpute:
         >>> model = sdi.DeepImpute(max_epochs=3).fit(adata, strategy="mirrored")  # doctest: +SKIP
         >>> imputed = model.predict(adata)  # doctest: +SKIP
         """
-        X, names = counts_and_names(data, layer=layer, var_names=var_names)
-        _check_counts(X, strict=check_counts)  # dask input: its training cells are checked once read
+        # dask input: its training cells are checked once read
+        X, names = counts_and_names(data, layer=layer, var_names=var_names, strict=check_counts)
         return self._fit_matrix(
             X,
             names,
@@ -166,7 +166,7 @@ class DeepImpute:
     def _fit_matrix(
         self, X, names: pd.Index, *, genes, train_size, check_counts: bool, progress, strategy=None
     ) -> DeepImpute:
-        """:meth:`fit` on a matrix whose in-memory values were already checked (callers check once)."""
+        """:meth:`fit` on a matrix from :func:`counts_and_names` (checked once); ``self`` changes only on success."""
         from ._backend import import_keras, resolve_strategy
         from ._training import network_and_trainer
 
@@ -185,9 +185,8 @@ class DeepImpute:
             )
             raise ValueError(msg)
         Xfit = X[cells] if cells.size < X.shape[0] else X
-        if is_dask(Xfit):  # out of core: only the training cells are read into memory
-            Xfit = to_memory(Xfit)
-            _check_counts(Xfit, strict=check_counts, what="the training cells")
+        if is_dask(Xfit):  # out of core: only the training cells are read into memory, then checked
+            Xfit, _ = counts_and_names(to_memory(Xfit), var_names=names, strict=check_counts, what="the training cells")
         mean, var, detected = gene_stats(Xfit)  # counts are checked non-negative: non-zero = detected
         zero_fraction = 1.0 - detected
         gene_idx = None if genes is None else gene_indices(names, genes)
@@ -211,8 +210,8 @@ class DeepImpute:
         val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
         log_max = float(np.log1p(_max_value(Xfit)))
         log_lib = log_library(Xfit)
-        self.library_mean_ = float(log_lib.mean())
-        covariates = (log_lib - self.library_mean_)[:, None] if p["library_size"] else None
+        library_mean = float(log_lib.mean())
+        covariates = (log_lib - library_mean)[:, None] if p["library_size"] else None
 
         load_rows = batch_loader(Xfit, layout, covariates)
         if progress is None:
@@ -229,18 +228,20 @@ class DeepImpute:
             rng=rng,
             progress=progress,
         )
+        # trained: only now touch self (network_ last, it is what _check_fitted tests)
         self.var_names_ = names
         self.blocks_ = split.blocks
         self.predictors_ = predictors
         self.selected_ = split.selected
         self.layout_ = layout
-        self.network_ = net
         self._trainer = trainer
         self.history_ = history
         self.log_max_ = log_max
         self.zero_fraction_ = zero_fraction
+        self.library_mean_ = library_mean
         self.n_cells_fit_ = int(cells.size)
         self.fit_time_ = time.perf_counter() - t0
+        self.network_ = net
         return self
 
     # -------------------------------------------------------------- predict
@@ -263,6 +264,7 @@ class DeepImpute:
         var_names: Sequence[str] | None = None,
         policy: Policy = "restore",
         fill: Fill | None = None,
+        check_counts: bool = False,
     ) -> np.ndarray:
         """Impute ``data`` (raw counts; cells x genes) and return a dense float32 count matrix.
 
@@ -275,6 +277,9 @@ class DeepImpute:
             model output for every entry of a target gene, ``"max"`` the larger of both.
         fill
             ``"expected"`` (default with a detection head) or ``"detected"`` (default otherwise).
+        check_counts
+            As in :meth:`fit`: raise instead of warn when values are not integers (negative, NaN or infinite
+            values always raise ``ValueError``).
 
         Returns
         -------
@@ -283,7 +288,10 @@ class DeepImpute:
         """
         if fill is None:
             fill = default_fills(self.params["detection_head"])[0]
-        return self.impute(data, layer=layer, var_names=var_names, policy=policy, fills=(fill,))[fill]
+        out = self.impute(
+            data, layer=layer, var_names=var_names, policy=policy, fills=(fill,), check_counts=check_counts
+        )
+        return out[fill]
 
     def impute(
         self,
@@ -293,11 +301,18 @@ class DeepImpute:
         var_names: Sequence[str] | None = None,
         policy: Policy = "restore",
         fills: Sequence[Fill] = ("expected", "detected"),
+        check_counts: bool = False,
     ) -> dict[str, np.ndarray]:
         """Like :meth:`predict`, for several fills computed in one pass; returns ``{fill: matrix}``."""
         self._check_fitted()
         check_fills(fills, policy, detection_head=self.params["detection_head"])
-        X, names = counts_and_names(data, layer=layer, var_names=var_names)
+        X, names = counts_and_names(data, layer=layer, var_names=var_names, strict=check_counts)
+        return self._impute_matrix(X, names, policy=policy, fills=fills)
+
+    def _impute_matrix(self, X, names: pd.Index, *, policy: Policy, fills) -> dict[str, np.ndarray]:
+        """:meth:`impute` on a matrix from :func:`counts_and_names` (callers check its values once)."""
+        self._check_fitted()
+        check_fills(fills, policy, detection_head=self.params["detection_head"])
         if not names.equals(self.var_names_):
             return self._impute_transfer(X, names, policy=policy, fills=fills)
         layout = self.layout_
@@ -351,23 +366,29 @@ class DeepImpute:
             (np.ones(present.size, np.float32), (position[present], present)), shape=(names.size, self.var_names_.size)
         )
         aligned = X @ select  # cells x model genes, zeros where missing
-        result = self.impute(aligned, var_names=self.var_names_, policy=policy, fills=fills)
+        result = self._impute_matrix(aligned, self.var_names_, policy=policy, fills=fills)
         out = {}
         for fill, values in result.items():
-            full = dense_rows(X)
+            # always a new array: for dense float32 input dense_rows(X) would be the caller's own matrix
+            full = X.toarray().astype(np.float32, copy=False) if sparse.issparse(X) else np.array(X, dtype=np.float32)
             full[:, position[present]] = values[:, present]
             out[fill] = full
         return out
 
     # ---------------------------------------------------------- persistence
-    def save(self, path: str | Path) -> None:
-        """Save to a folder: ``model.weights.h5`` (Keras) and ``config.json`` (genes, blocks, parameters)."""
+    def save(self, path: str | Path, *, overwrite: bool = False) -> None:
+        """Save to a new or empty folder: ``model.weights.h5`` (Keras) and ``config.json`` (genes, blocks, parameters).
+
+        ``overwrite=True`` replaces a model saved there before (without it: ``ValueError``); a folder holding anything
+        else, or a file, is never replaced. Written to a temporary folder and renamed into place: an error or Ctrl-C
+        while saving leaves no half model and the replaced model intact.
+        """
         self._check_fitted()
-        _persist.save(self, path)
+        _persist.save(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> DeepImpute:
-        """Load a model written by :meth:`save` (no pickle involved)."""
+        """Load a model written by :meth:`save` (no pickle); ``ValueError`` naming a damaged or mismatched file."""
         return _persist.load(cls, path)
 
     def __repr__(self) -> str:

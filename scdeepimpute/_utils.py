@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from typing import TYPE_CHECKING
 
@@ -108,13 +110,24 @@ def check_counts(X, *, strict: bool = False, what: str = "input") -> bool:
         hint = " The largest value is small, so this looks log-transformed." if vmax < 20 else ""
         msg = (
             f"{what} contains non-integer values.{hint} DeepImpute expects raw counts (it applies log1p itself); "
-            "pass the layer with raw counts via `layer=`, or set `check_counts=False` to silence this "
-            "for ambient-corrected (non-integer) counts."
+            "pass the layer with raw counts via `layer=` (ambient-corrected, non-integer counts are fine: "
+            "ignore this warning; `check_counts=True` turns it into an error)."
         )
         if strict:
             raise ValueError(msg)
-        warnings.warn(msg, UserWarning, stacklevel=3)
+        warnings.warn(msg, UserWarning, stacklevel=_caller_outside_package())
     return all_integer
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _caller_outside_package() -> int:
+    """``stacklevel`` for a warning raised in the caller: the first frame outside this package (the user's call)."""
+    frame, level = sys._getframe(2), 2  # 1 is the function that warns, 2 its caller
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def gene_stats(X, *, ddof: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -300,6 +300,22 @@ BAD = {
         lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--model", d, "--max-epochs", "3"],
         "only apply when training",
     ),
+    "model and a seed": (
+        lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--model", d, "--seed", "3"],
+        "--seed only apply when training",
+    ),
+    "save-model onto a saved model": (
+        lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--save-model", _touch(_mkdir(d / "m") / "config.json").parent],
+        "already holds a saved model",
+    ),
+    "save-model into a non-empty folder": (
+        lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--save-model", _touch(_mkdir(d / "m") / "notes.txt").parent],
+        "exists and is not empty",
+    ),
+    "save-model onto a file": (
+        lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--save-model", _touch(d / "model")],
+        "is a file",
+    ),
     "cell axis on h5ad": (
         lambda d, s: ["impute", s, "-o", d / "o.h5ad", "--cell-axis", "columns"],
         "CSV/TSV input only",

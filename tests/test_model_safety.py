@@ -30,9 +30,7 @@ from scdeepimpute._cli import main
 
 from .conftest import FAST, make_counts
 
-# Written before the implementation of issue 16 (run on 2962df5: most fault rows fail there, as the
-# issue reports). Remove this line when the implementation lands; nothing in this file is xfail.
-pytestmark = pytest.mark.skip(reason="issue 16: implementation pending")
+# Written before the implementation of issue 16: on 2962df5 most fault rows failed, as the issue reports.
 
 N_CELLS, N_GENES = 120, 40
 NAMES = [f"g{i}" for i in range(N_GENES)]
@@ -211,6 +209,25 @@ def test_log_transformed_input_warns_once_and_raises_with_check_counts(model, co
     _assert_unchanged(logged, snap)
 
 
+@pytest.mark.parametrize("entry", ["predict", "fit", "pp_model"])
+def test_the_non_integer_warning_points_at_the_users_call(model, counts16, entry):
+    logged = _adata(np.log1p(counts16))
+    with pytest.warns(UserWarning, match="non-integer") as caught:
+        _call(entry, model, logged)
+    assert {Path(w.filename).name for w in caught if "non-integer" in str(w.message)} == {Path(__file__).name}
+
+
+def test_pp_refuses_an_unknown_policy_before_training(monkeypatch, counts16):
+    from scdeepimpute._training import Trainer
+
+    def fit(*args, **kwargs):
+        raise AssertionError("trained before checking the policy")
+
+    monkeypatch.setattr(Trainer, "fit", fit)
+    with pytest.raises(ValueError, match="unknown policy"):
+        sdi.pp.deepimpute(_adata(counts16), policy="everything", **FAST)
+
+
 def test_predict_with_reordered_genes_leaves_the_input_untouched(model, counts16):
     """Gene alignment by name must not write into the caller's matrix (dense float32 is used without a copy)."""
     order = np.arange(N_GENES)[::-1]
@@ -274,6 +291,19 @@ def test_save_never_replaces_what_is_not_a_model(model, tmp_path, overwrite):
     with pytest.raises(ValueError, match="model.txt"):
         model.save(file, overwrite=overwrite)
     assert file.read_text() == "a file"
+
+
+def test_save_with_overwrite_through_a_link_replaces_the_folder_it_points_to(model, other_model, counts16, tmp_path):
+    target = tmp_path / "store" / "m"
+    model.save(target)
+    link = tmp_path / "latest"
+    link.symlink_to(target)
+    other_model.save(link, overwrite=True)
+    assert link.is_symlink()
+    np.testing.assert_array_equal(
+        sdi.DeepImpute.load(target).predict(counts16, var_names=NAMES), other_model.predict(counts16, var_names=NAMES)
+    )
+    assert [p.name for p in (tmp_path / "store").iterdir()] == ["m"]
 
 
 @pytest.mark.parametrize("error", [OSError, KeyboardInterrupt])

@@ -31,8 +31,6 @@ import pandas as pd
 from .._fills import Fill, Policy, default_fills, output_names
 from .._input import counts_and_names
 from .._model import DeepImpute
-from .._utils import as_supported
-from .._utils import check_counts as _check_counts
 from ._io import open_zarr_group, store
 
 if TYPE_CHECKING:
@@ -154,15 +152,16 @@ class _BlockJob:
         return (self.ref.token, self.policy, self.fills, self.strict, len(self.var_names))
 
     def __call__(self, block) -> np.ndarray:
-        block = as_supported(block)
         model = self.ref.get()
         if block.shape[0] == 0:
             return np.zeros((0, block.shape[1], len(self.fills)), np.float32)
         with warnings.catch_warnings():
             if not self.strict:
                 warnings.simplefilter("ignore", UserWarning)  # non-integer counts: the training cells warned
-            _check_counts(block, strict=self.strict, what="a block of the input")
-        out = model.impute(block, var_names=self.var_names, policy=self.policy, fills=self.fills)
+            block, _ = counts_and_names(
+                block, var_names=self.var_names, strict=self.strict, what="a block of the input"
+            )
+        out = model._impute_matrix(block, self.var_names, policy=self.policy, fills=self.fills)
         if len(self.fills) == 1:
             return out[self.fills[0]][:, :, None]
         return np.stack([out.pop(f) for f in self.fills], axis=-1)
@@ -217,8 +216,8 @@ def impute(
     model._check_fitted()
     X, names = counts_and_names(data, layer=layer, var_names=var_names, lazy=True)
     fills = default_fills(model.params["detection_head"]) if fills is None else tuple(fills)
-    # validate options and gene alignment now (on zero rows) rather than inside the first task
-    model.impute(np.zeros((0, X.shape[1]), np.float32), var_names=names, policy=policy, fills=fills)
+    # validate options and gene alignment now (on zero rows: no values to check) rather than inside the first task
+    model._impute_matrix(np.zeros((0, X.shape[1]), np.float32), names, policy=policy, fills=fills)
     if names.equals(model.var_names_):
         names = model.var_names_
     ref = _ModelRef(model)
