@@ -143,7 +143,7 @@ def masked_mse(truth: np.ndarray, imputed: np.ndarray) -> float:
 class Blocks:
     blocks: list[np.ndarray]
     predictors: list[np.ndarray]
-    layout: object  # scdeepimpute._network.BlockLayout
+    layout: object  # scdeepimpute._layout.BlockLayout
 
     def forward_flops_per_cell(self, hidden: int, detection_head: bool = False) -> int:
         """Multiply-add flops (2 per MAC) of one cell's forward pass over the real (unpadded) block sizes."""
@@ -161,7 +161,7 @@ def select_blocks(
     code does before completing it with random genes (and as scdeepimpute did before it evened out blocks that
     cannot be completed), so that the original-structure baseline keeps the authors' block sizes.
     """
-    from scdeepimpute._network import BlockLayout
+    from scdeepimpute._layout import BlockLayout
     from scdeepimpute._selection import select_predictors, split_targets
     from scdeepimpute._utils import mean_var
 

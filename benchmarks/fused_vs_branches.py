@@ -48,7 +48,7 @@ def load(name: str, sim_cells: int):
 
 def run_fused(X, blocks, train_rows, val_rows, epochs, seed):
     from scdeepimpute._backend import import_keras
-    from scdeepimpute._model import _batch_loader
+    from scdeepimpute._layout import batch_loader as _batch_loader
     from scdeepimpute._network import FusedBlocks
     from scdeepimpute._training import Trainer
 

@@ -215,7 +215,7 @@ def worker(args) -> None:
     import scanpy as sc
 
     import scdeepimpute as sdi
-    from scdeepimpute import experimental as sdx
+    from scdeepimpute import dask as sdx
     from scdeepimpute._backend import import_keras
 
     sc.settings.verbosity = 0
@@ -340,7 +340,7 @@ def _ram_gib() -> int:
 def report(results: list[dict], command: str, commit: str, started: str, total_s: float) -> str:
     from importlib.metadata import version
 
-    from scdeepimpute._model import PRESETS
+    from scdeepimpute._params import PRESETS
 
     lines = [
         "# DeepImpute on a million cells, out of core (issue 5)",

@@ -22,9 +22,10 @@ from scipy import sparse
 sys.path.insert(0, str(Path(__file__).parent))
 import _common as C  # noqa: E402
 
-from scdeepimpute import _model, _selection  # noqa: E402
+from scdeepimpute import _layout, _selection  # noqa: E402
 from scdeepimpute._backend import import_keras  # noqa: E402
-from scdeepimpute._network import BlockLayout, FusedBlocks  # noqa: E402
+from scdeepimpute._layout import BlockLayout  # noqa: E402
+from scdeepimpute._network import FusedBlocks  # noqa: E402
 from scdeepimpute._training import Trainer  # noqa: E402
 from scdeepimpute._utils import mean_var  # noqa: E402
 
@@ -83,8 +84,8 @@ def main():
     predictors = _selection.select_predictors(X, blocks, mean, var, n_predictors=5)
     layout = BlockLayout.from_blocks(blocks, predictors, n_extra=1)
     rows = np.arange(8192)
-    library = _model._log_library(X)
-    data = _model._batch_loader(X, layout, (library - library.mean())[:, None])(rows)
+    library = _layout.log_library(X)
+    data = _layout.batch_loader(X, layout, (library - library.mean())[:, None])(rows)
     data, weights = tf.constant(data), tf.constant(np.ones(rows.size, np.float32))
     print("\n| batch | optimizer | precision | CPU s per 8192-row chunk |\n|---|---|---|---|")
     for batch in (64, 256):

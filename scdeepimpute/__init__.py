@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, pl, pp, tl
+from . import dask, datasets, pl, pp, tl
 from ._model import DeepImpute
 
 try:
@@ -17,4 +17,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0"
 
-__all__ = ["DeepImpute", "__version__", "datasets", "pl", "pp", "tl"]
+__all__ = ["DeepImpute", "__version__", "dask", "datasets", "pl", "pp", "tl"]

@@ -1,4 +1,4 @@
-"""Lazy, checked import of TensorFlow and Keras 3 (importing scdeepimpute must stay cheap)."""
+"""Lazy, checked import of TensorFlow and Keras 3 (importing scdeepimpute must stay cheap), and device choices."""
 
 from __future__ import annotations
 
@@ -67,3 +67,19 @@ def resolve_precision(precision: str) -> str:
     if precision != "auto":
         return precision
     return "bfloat16" if native_bfloat16() else "float32"
+
+
+def resolve_strategy(strategy):
+    """``None`` or a ``tf.distribute.Strategy`` as given; ``"mirrored"``: ``MirroredStrategy`` over all visible GPUs."""
+    if strategy is None:
+        return None
+    tf, _ = import_keras()
+    if isinstance(strategy, str):
+        if strategy != "mirrored":
+            msg = f"strategy must be None, 'mirrored' or a tf.distribute.Strategy; got {strategy!r}."
+            raise ValueError(msg)
+        return tf.distribute.MirroredStrategy()
+    if not isinstance(strategy, tf.distribute.Strategy):
+        msg = f"strategy must be None, 'mirrored' or a tf.distribute.Strategy; got {type(strategy).__name__}."
+        raise TypeError(msg)
+    return strategy

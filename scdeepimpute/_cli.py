@@ -10,11 +10,19 @@ import time
 import warnings
 from pathlib import Path
 
+from ._cli_io import (
+    INPUT_FORMATS,
+    OUTPUT_FORMATS,
+    InputError,
+    describe,
+    output_format,
+    read_genes,
+    read_input,
+    write_output,
+)
+
 #: Exit codes: 1 for bad input or a library error, 2 for bad usage (argparse), 130 on Ctrl-C.
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-
-INPUT_FORMATS = ".h5ad, .zarr, 10x .h5, 10x matrix folder (matrix.mtx[.gz]), .csv/.tsv/.txt (optionally .gz)"
-OUTPUT_FORMATS = ".h5ad, .zarr, .csv or .tsv"
 
 IMPUTE_EXAMPLES = """\
 examples:
@@ -36,10 +44,6 @@ Run DeepImpute on the bundled example (2100 PBMCs x 886 genes, 10x PBMC 4k) and 
 hidden values are compared with the imputed ones (scdeepimpute.tl.masked_scores, log1p counts).
 Takes under a minute on two CPU cores.
 """
-
-
-class InputError(Exception):
-    """A problem with the user's files or options: reported as one line, no traceback."""
 
 
 def _say(args, msg: str) -> None:
@@ -154,18 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         except InputError as e:
             return _fail(str(e))
         except (ValueError, FileNotFoundError, KeyError, OSError) as e:
-            return _fail(_describe(e))
+            return _fail(describe(e))
         except KeyboardInterrupt:
             return _fail("interrupted", code=EXIT_INTERRUPTED)
         finally:
             sc.settings.verbosity = verbosity
-
-
-def _describe(e: BaseException) -> str:
-    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    if isinstance(e, FileNotFoundError) and e.filename:
-        msg = f"file not found: {e.filename}"
-    return str(msg) or type(e).__name__
 
 
 def _fail(msg: str, code: int = EXIT_ERROR) -> int:
@@ -216,127 +213,6 @@ def _stderr_to_devnull():
         os.close(saved)
 
 
-# --------------------------------------------------------------------------- input
-def _is_10x_mtx_dir(path: Path) -> bool:
-    return any((path / name).is_file() for name in ("matrix.mtx.gz", "matrix.mtx"))
-
-
-def _table_sep(path: Path) -> str | None:
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in (".gz", ".bz2", ".xz", ".zip"):
-        suffixes = suffixes[:-1]
-    if not suffixes:
-        return None
-    return {".csv": ",", ".tsv": "\t", ".txt": "\t"}.get(suffixes[-1])
-
-
-def input_format(path: Path) -> str:
-    """``"h5ad"``, ``"zarr"``, ``"10x_h5"``, ``"10x_mtx"`` or ``"table"``; ``InputError`` otherwise."""
-    if not path.exists():
-        raise InputError(f"input not found: {path}")
-    if path.is_dir():
-        if path.suffix.lower() == ".zarr" or (path / "zarr.json").exists() or (path / ".zgroup").exists():
-            return "zarr"
-        if _is_10x_mtx_dir(path):
-            return "10x_mtx"
-        raise InputError(f"{path} is a folder but neither a .zarr store nor a 10x matrix folder (matrix.mtx[.gz])")
-    name = path.name.lower()
-    if name.endswith(".h5ad"):
-        return "h5ad"
-    if name.endswith(".h5"):
-        return "10x_h5"
-    if name in ("matrix.mtx", "matrix.mtx.gz"):
-        return "10x_mtx"
-    if _table_sep(path) is not None:
-        return "table"
-    raise InputError(f"unknown input format: {path.name} (expected {INPUT_FORMATS})")
-
-
-def output_format(path: Path) -> str:
-    """``"h5ad"``, ``"zarr"`` or ``"table"``; ``InputError`` otherwise."""
-    name = path.name.lower()
-    if name.endswith(".h5ad"):
-        return "h5ad"
-    if name.endswith(".zarr"):
-        return "zarr"
-    if _table_sep(path) in (",", "\t") and not name.endswith(".txt"):
-        return "table"
-    raise InputError(f"unknown output format: {path.name} (expected {OUTPUT_FORMATS})")
-
-
-def read_input(path: Path, *, cell_axis: str = "rows", chunk_size: int | None = None):
-    """Read counts as an AnnData (cells x genes); with ``chunk_size``, X and layers stay lazy (dask)."""
-    fmt = input_format(path)
-    if chunk_size is not None and fmt not in ("h5ad", "zarr"):
-        raise InputError(f"--chunk-size needs an .h5ad or .zarr input, got {path.name}")
-    if cell_axis != "rows" and fmt != "table":
-        raise InputError("--cell-axis applies to CSV/TSV input only")
-    try:
-        if chunk_size is not None:
-            from .experimental import read_lazy
-
-            return read_lazy(path, chunk_size=chunk_size)
-        return _read(path, fmt, cell_axis)
-    except InputError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any reader failure is a problem with the file
-        what = {"10x_h5": "a 10x Genomics .h5 file", "10x_mtx": "a 10x matrix folder", "table": "a table"}
-        raise InputError(f"cannot read {path} as {what.get(fmt, 'an ' + fmt + ' file')}: {_describe(e)}") from e
-
-
-def _read(path: Path, fmt: str, cell_axis: str):
-    import anndata as ad
-    import scanpy as sc
-
-    if fmt == "h5ad":
-        return ad.read_h5ad(path)
-    if fmt == "zarr":
-        return ad.read_zarr(path)
-    if fmt == "10x_h5":
-        adata = sc.read_10x_h5(path)
-    elif fmt == "10x_mtx":
-        adata = sc.read_10x_mtx(path if path.is_dir() else path.parent)
-    else:
-        adata = _read_table(path, cell_axis)
-    if not adata.var_names.is_unique:
-        adata.var_names_make_unique()
-    return adata
-
-
-def _read_table(path: Path, cell_axis: str):
-    import anndata as ad
-    import numpy as np
-    import pandas as pd
-
-    df = pd.read_csv(path, sep=_table_sep(path), index_col=0)
-    if df.shape[0] == 0 or df.shape[1] == 0:
-        raise InputError(f"{path} holds no values (expected a header row of names and one name per row)")
-    values = df.apply(pd.to_numeric, errors="coerce")
-    if values.isna().to_numpy().any() and not df.isna().to_numpy().any():
-        bad = df.columns[values.isna().any()].tolist()[:3]
-        raise InputError(f"{path} has non-numeric values (in columns {bad}); expected a header row and counts")
-    X = values.to_numpy(dtype=np.float32)
-    obs, var = df.index.astype(str), df.columns.astype(str)
-    if cell_axis == "columns":
-        X, obs, var = X.T.copy(), var, obs
-    adata = ad.AnnData(X)
-    adata.obs_names, adata.var_names = obs, var
-    return adata
-
-
-def read_genes(path: str) -> list[str]:
-    """Gene names from a file, one per line (blank lines and ``#`` comments ignored)."""
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as e:
-        raise InputError(f"cannot read --genes-file {path}: {e.strerror or e}") from e
-    genes = [line.split("#", 1)[0].strip() for line in lines]
-    genes = [g for g in genes if g]
-    if not genes:
-        raise InputError(f"--genes-file {path} lists no genes")
-    return genes
-
-
 # --------------------------------------------------------------------------- impute
 def run_impute(args) -> int:
     """``scdeepimpute impute``."""
@@ -367,7 +243,7 @@ def run_impute(args) -> int:
         _say(args, "note: without --train-size every cell is read into memory for training")
     _start_tensorflow(args)
 
-    from . import experimental
+    from . import dask
     from ._impute import deepimpute
     from ._model import DeepImpute
 
@@ -382,7 +258,7 @@ def run_impute(args) -> int:
             random_state=args.seed,
         )
         _say(args, "training...")
-        fit = experimental.fit if lazy else DeepImpute.fit
+        fit = dask.fit if lazy else DeepImpute.fit
         fit(model, adata, layer=args.layer, genes=genes, train_size=args.train_size, progress=not args.quiet)
         h = model.history_
         _say(
@@ -403,61 +279,12 @@ def run_impute(args) -> int:
         info["params"]["pretrained"] = False
         info["params"]["train_size"] = "all" if args.train_size is None else args.train_size
     _say(args, f"writing {out}...")
-    written = _write(adata, out, out_fmt, args, info["layers"])
+    written = write_output(
+        adata, out, out_fmt, detection_head=model.params["detection_head"], fill=args.fill, progress=not args.quiet
+    )
     info["time_s"] = float(time.perf_counter() - t0)
     _say(args, f"wrote {out} ({written}) in {time.perf_counter() - t0:.1f} s")
     return 0
-
-
-def _write(adata, out: Path, fmt: str, args, layers: list[str]) -> str:
-    from ._utils import is_dask
-
-    if fmt == "table":
-        fills = {"expected": "imputed", "detected": "imputed_detected"}
-        name = layers[0] if args.fill is None else fills[args.fill]
-        if name not in layers:
-            raise InputError(f"--fill {args.fill}: this model has no detection head, only fill 'detected' exists")
-        _write_table(adata, adata.layers[name], out)
-        return f"layer {name!r}, cells as rows"
-    lazy = {k: adata.layers[k] for k in layers if is_dask(adata.layers[k])}
-    for k in lazy:  # written below in one pass (the network runs once per chunk for all layers)
-        del adata.layers[k]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "h5ad":
-        adata.write_h5ad(out)
-    else:
-        adata.write_zarr(out)
-    if lazy:
-        from .experimental import store
-
-        if fmt == "h5ad":
-            import h5py
-
-            with h5py.File(out, "a") as f:
-                store(lazy, f.require_group("layers"), progress=not args.quiet)
-        else:
-            import zarr
-
-            store(lazy, zarr.open_group(str(out), mode="a").require_group("layers"), progress=not args.quiet)
-    return "layers " + ", ".join(repr(k) for k in layers)
-
-
-def _write_table(adata, matrix, out: Path) -> None:
-    import numpy as np
-    import pandas as pd
-
-    from ._utils import is_dask
-
-    sep = _table_sep(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    blocks = matrix.blocks if is_dask(matrix) else [matrix]
-    start = 0
-    for i, block in enumerate(blocks):
-        values = np.asarray(block.compute() if is_dask(block) else block)
-        stop = start + values.shape[0]
-        df = pd.DataFrame(values, index=adata.obs_names[start:stop], columns=adata.var_names)
-        df.to_csv(out, sep=sep, float_format="%.6g", mode="w" if i == 0 else "a", header=i == 0)
-        start = stop
 
 
 # --------------------------------------------------------------------------- demo

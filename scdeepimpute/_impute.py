@@ -8,41 +8,28 @@ from importlib.metadata import version
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pandas as pd
 
 from . import _logging as logg
-from ._model import HYPERPARAMETERS, DeepImpute, Policy
-from ._utils import as_supported, check_counts as _check_counts, get_matrix, is_dask
+from ._fills import Policy, default_fills, output_names
+from ._input import counts_and_names
+from ._model import DeepImpute
+from ._params import takes_hyperparameters
+from ._utils import check_counts as _check_counts
+from ._utils import is_dask
 
 if TYPE_CHECKING:
     import tensorflow as tf
     from anndata import AnnData
 
 
-def deepimpute(  # noqa: PLR0913
+@takes_hyperparameters
+def deepimpute(
     adata: AnnData,
     *,
     layer: str | None = None,
     key_added: str = "imputed",
     preset: Literal["default", "paper"] = "default",
     genes: Sequence[str] | None = None,
-    min_vmr: float | None = None,
-    subset_size: int | None = None,
-    n_predictors: int | None = None,
-    hidden_units: int | None = None,
-    dropout_rate: float | None = None,
-    learning_rate: float | None = None,
-    batch_size: int | None = None,
-    max_epochs: int | None = None,
-    patience: int | None = None,
-    tol: float | None = None,
-    epoch_size: int | None = None,
-    validation_fraction: float | None = None,
-    restore_best_weights: bool | None = None,
-    detection_head: bool | None = None,
-    library_size: bool | None = None,
-    value_loss: Literal["weighted", "nonzero"] | None = None,
-    precision: Literal["auto", "float32", "bfloat16"] | None = None,
     policy: Policy = "restore",
     train_size: float | int | None = None,
     model: DeepImpute | None = None,
@@ -51,6 +38,7 @@ def deepimpute(  # noqa: PLR0913
     strategy: tf.distribute.Strategy | Literal["mirrored"] | None = None,
     random_state: int = 0,
     copy: bool = False,
+    **hyperparameters,
 ) -> AnnData | None:
     """Impute dropouts with DeepImpute :cite:p:`Arisdakessian2019`.
 
@@ -70,10 +58,10 @@ def deepimpute(  # noqa: PLR0913
 
     ``preset="paper"`` runs the published method (one layer, with the paper's semantics).
 
-    Dask input (experimental): when ``X``/``layer`` is a dask array chunked along cells (e.g. from
-    :func:`scdeepimpute.experimental.read_lazy`), only the ``train_size`` training cells are read into
+    Dask input: when ``X``/``layer`` is a dask array chunked along cells (e.g. from
+    :func:`scdeepimpute.dask.read_lazy`), only the ``train_size`` training cells are read into
     memory (all cells if ``None``) and the layers are *lazy* dask arrays; compute or write them
-    together (see :mod:`scdeepimpute.experimental`) so that the network runs once per chunk.
+    together (see :mod:`scdeepimpute.dask`) so that the network runs once per chunk.
 
     Parameters
     ----------
@@ -84,11 +72,11 @@ def deepimpute(  # noqa: PLR0913
     key_added
         Name of the output layer (and prefix of the ``var`` columns and ``uns`` entry).
     preset
-        ``"default"`` (tuned) or ``"paper"`` (published hyperparameters); see :class:`~scdeepimpute.DeepImpute`.
+        ``"default"`` (tuned) or ``"paper"`` (published hyperparameters); supplies every hyperparameter left as
+        ``None`` (see :class:`~scdeepimpute.DeepImpute`).
+    {hyperparameters}
     genes
         Impute these genes instead of those passing ``min_vmr``.
-    min_vmr, subset_size, n_predictors, hidden_units, dropout_rate, learning_rate, batch_size, max_epochs, patience, tol, epoch_size, validation_fraction, restore_best_weights, detection_head, library_size, value_loss, precision
-        Hyperparameters; ``None`` takes the preset's value (see :class:`~scdeepimpute.DeepImpute`).
     policy
         ``"restore"`` (replace zeros only), ``"all"`` (model output for every entry of a target gene)
         or ``"max"`` (the larger of observed and predicted).
@@ -131,12 +119,10 @@ def deepimpute(  # noqa: PLR0913
     >>> sdi.pp.deepimpute(adata, max_epochs=5)  # doctest: +SKIP
     >>> sc.pp.normalize_total(adata, layer="imputed")  # doctest: +SKIP
     """
-    hyperparameters = {k: v for k, v in locals().items() if k in HYPERPARAMETERS}  # first: only the arguments
     start = logg.info("running DeepImpute")
     t0 = time.perf_counter()
-    X = as_supported(get_matrix(adata, layer))
+    X, names = counts_and_names(adata, layer=layer)
     _check_counts(X, strict=check_counts)
-    outputs = [key_added]
     if key_added == layer:
         msg = f"key_added={key_added!r} is the input layer; choose another name so the raw counts are kept."
         raise ValueError(msg)
@@ -156,11 +142,10 @@ def deepimpute(  # noqa: PLR0913
     if model is None:
         model = DeepImpute(preset=preset, random_state=random_state, **hyperparameters)
         if is_dask(X):  # validates the chunking; only the training cells are read (and checked)
-            from .experimental import fit as fit_dask
+            from .dask import fit as fit_dask
 
-            fit_dask(model, X, var_names=adata.var_names, genes=genes, train_size=train_size, check_counts=check_counts)
+            fit_dask(model, X, var_names=names, genes=genes, train_size=train_size, check_counts=check_counts)
         else:  # X was checked above: skip the model's own check
-            names = pd.Index(adata.var_names.astype(str))
             model._fit_matrix(
                 X,
                 names,
@@ -170,16 +155,15 @@ def deepimpute(  # noqa: PLR0913
                 progress=None,
                 strategy=strategy,
             )
-    two_heads = model.params["detection_head"]
-    fills = ("expected", "detected") if two_heads else ("detected",)
+    fills = default_fills(model.params["detection_head"])
     if is_dask(X):  # lazy layers: the model's impute mapped over row chunks
-        from .experimental import impute as impute_dask
+        from .dask import impute as impute_dask
 
-        result = impute_dask(model, X, var_names=adata.var_names, policy=policy, fills=fills, check_counts=check_counts)
+        result = impute_dask(model, X, var_names=names, policy=policy, fills=fills, check_counts=check_counts)
     else:
-        result = model.impute(X, var_names=adata.var_names, policy=policy, fills=fills)
-    if two_heads:
-        outputs.append(f"{key_added}_detected")
+        result = model.impute(X, var_names=names, policy=policy, fills=fills)
+    layer_of = output_names(fills, key_added)
+    outputs = list(layer_of.values())
 
     # everything is computed: only now touch adata, so an error above leaves it unchanged
     if copy:
@@ -189,9 +173,8 @@ def deepimpute(  # noqa: PLR0913
     for name in outputs:
         if name in adata.layers:
             logg.warning(f"overwriting existing layer {name!r}")
-    adata.layers[key_added] = result[fills[0]]
-    if two_heads:
-        adata.layers[f"{key_added}_detected"] = result["detected"]
+    for fill, name in layer_of.items():
+        adata.layers[name] = result[fill]
     block_of = np.full(adata.n_vars, -1, dtype=np.int64)
     for k, block in enumerate(model.blocks_):
         found = adata.var_names.get_indexer(model.var_names_[block])  # by name: a pre-trained model may differ

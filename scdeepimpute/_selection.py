@@ -89,8 +89,7 @@ def split_targets(
     filled = pool[:missing] if n > subset_size and pool.size >= missing else np.empty(0, dtype=np.int64)
     targets = rng.permutation(np.concatenate([selected, filled]))
     # blocks as even as possible: a short last block would leave most of its network's outputs as padding,
-    # computed for nothing in the fused network (3200 targets: 7 blocks of 457-458 instead of 6 x 512 + 128;
-    # CPU per 8192-row training chunk 1.20 -> 1.10 s, min of 8, ``benchmarks/experiments/step_parts.py``)
+    # computed for nothing in the fused network (``benchmarks/RESULTS_speed.md``)
     blocks = [np.sort(b) for b in np.array_split(targets, n_blocks)]
     return TargetBlocks(blocks=blocks, selected=np.sort(selected), filled=np.sort(filled))
 
@@ -104,9 +103,8 @@ DENSE_PRODUCT_DENSITY = 0.1
 CROSS_PRODUCT_BYTES = 2**28
 
 #: Largest genes x genes product (float64 bytes) computed as one symmetric product (BLAS syrk, half the
-#: arithmetic of the general products) when a group's targets are at least half of the genes: 10k x 3200
-#: simulated cells, selection 2.06-2.10 s -> 1.51-1.62 s, same predictors
-#: (``benchmarks/experiments/selection_products.py``). 0 turns it off.
+#: arithmetic of the general products) when a group's targets are at least half of the genes: faster, same
+#: predictors. 0 turns it off.
 GRAM_BYTES = 2**28
 
 

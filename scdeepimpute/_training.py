@@ -2,7 +2,7 @@
 
 Adam updates each variable with TensorFlow's single fused kernel instead of Keras' chain of
 elementwise operations (same update rule), which matters most at the paper's batch size of 64
-(``benchmarks/step_profile.py``).
+(``benchmarks/RESULTS_speed.md``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _logging as logg
-from ._backend import import_keras
+from ._backend import import_keras, resolve_precision
 from ._network import FusedBlocks, block_losses
 
 tf, keras = import_keras()
@@ -39,15 +39,13 @@ if not any(isinstance(f, _OwnRetracingFilter) for f in _tf_logger.filters):
     _tf_logger.addFilter(_OwnRetracingFilter())
 
 #: Target rows per host-to-graph chunk; a chunk runs ``chunk_rows // batch_size`` steps in one call.
-#: 2048 rows train with the same losses as 8192 and less CPU (10.5-10.7 vs 12.7-12.8 s for 4 epochs on
-#: 10k x 3200 cells, ``benchmarks/experiments/chunk_rows.py``) and smaller buffers (50k cells: fit peak
-#: 1621 instead of 1895 MB, ``benchmarks/memory_50k.py --chunk-rows``).
+#: 2048 rows train with the same losses as 8192, with less CPU and smaller buffers
+#: (``benchmarks/RESULTS_speed.md``, chunk sizes).
 CHUNK_ROWS = 2048
 
 #: Rows per validation call. TensorFlow's oneDNN CPU allocator keeps the memory it once held, so the
-#: activations of one call (every block at once) stay with the process: on 50k x 3200 cells, 512 rows
-#: instead of 2048 left 1560 instead of 1753 MB after fit and lowered the predict peak from 2413 to
-#: 2218 MB (``benchmarks/memory_50k.py --eval-rows``).
+#: activations of one call (every block at once) stay with the process: smaller calls leave less behind
+#: after fit and lower the predict peak (``benchmarks/RESULTS_speed.md``, chunk sizes).
 EVAL_ROWS = 512
 
 
@@ -84,9 +82,8 @@ class FusedAdam:
     """Adam (Kingma & Ba), the update of ``keras.optimizers.Adam`` with its default betas and epsilon.
 
     Each variable is updated by one ``ResourceApplyAdam`` kernel rather than Keras' separate
-    elementwise ops: 1.14x less CPU time per 8192-row chunk at batch 64 on 10k x 3200 simulated
-    cells (2.63 -> 2.31 s), 1.05x at batch 256 where matrix products dominate (1.82 -> 1.72 s;
-    ``python benchmarks/step_profile.py``).
+    elementwise ops: less CPU time per step, most at small batches, where matrix products do not
+    dominate (``benchmarks/RESULTS_speed.md``).
     """
 
     def __init__(
@@ -334,6 +331,27 @@ class Trainer:
         return outputs[0], (outputs[1] if len(outputs) > 1 else None)
 
 
+def network_and_trainer(layout, params: dict, seed: int, *, strategy=None) -> tuple[FusedBlocks, Trainer]:
+    """The fused network for ``layout`` and its trainer (variables on ``strategy``'s replicas when given)."""
+    with contextlib.nullcontext() if strategy is None else strategy.scope():
+        net = FusedBlocks(
+            layout,
+            hidden_units=params["hidden_units"],
+            dropout_rate=params["dropout_rate"],
+            detection_head=params["detection_head"],
+            precision=resolve_precision(params["precision"]),
+            seed=seed,
+        )
+    trainer = Trainer(
+        net,
+        learning_rate=params["learning_rate"],
+        batch_size=params["batch_size"],
+        value_loss=params["value_loss"],
+        strategy=strategy,
+    )
+    return net, trainer
+
+
 def improves(loss: float, best: float, tol: float) -> bool:
     """Early stopping's test of an epoch: it lowers the best loss so far by more than ``tol`` times that loss.
 
@@ -346,8 +364,8 @@ def _mean_over_batches(data, weights, batch_size: int, n_blocks: int, step):
     """Run ``step(batch, batch_weights)`` on consecutive ``batch_size``-row batches of ``data`` in one graph loop.
 
     Returns the mean of the steps' per-block losses. Written as an explicit ``tf.while_loop`` so that the
-    graphs are traced without AutoGraph, whose source conversion took 1.09 s of a process's first fit
-    (10k x 3200 simulated cells, ``benchmarks/profile_fit.py`` at commit 7e6a23e).
+    graphs are traced without AutoGraph, whose source conversion took a good part of a process's first fit
+    (``benchmarks/RESULTS_speed.md``).
     """
     n_steps = tf.shape(data)[0] // batch_size
 

@@ -56,7 +56,7 @@ def to_memory(X):
     Examples
     --------
     >>> import dask.array as da
-    >>> from scdeepimpute.experimental import to_memory
+    >>> from scdeepimpute.dask import to_memory
     >>> to_memory(da.ones((4, 3), chunks=2)).shape
     (4, 3)
     """

@@ -169,6 +169,27 @@ def test_table_output_is_the_imputed_matrix(trained, tmp_path, suffix, fill, lay
     np.testing.assert_allclose(df.to_numpy(), first.layers[layer], rtol=1e-5)  # written with 6 significant digits
 
 
+@pytest.mark.parametrize("fill", ["detected", "expected"])
+def test_table_fill_of_a_one_head_model(counts, names, tmp_path, capsys, fill):
+    """A paper-preset model has one fill, ``detected``, in layer 'imputed': --fill detected writes it, expected fails.
+
+    (Both used to be wrong: ``detected`` looked for 'imputed_detected', ``expected`` wrote the detected fill.)
+    """
+    src = write_h5ad(tmp_path / "in.h5ad", counts, names)
+    first, model = tmp_path / "first.h5ad", tmp_path / "model"
+    assert run("impute", src, "-o", first, "--preset", "paper", "--save-model", model, *FAST) == 0
+    layers = ad.read_h5ad(first).layers
+    assert list(layers) == ["counts", "imputed"]
+    out = tmp_path / "out.csv"
+    code = run("impute", src, "-o", out, "--model", model, "-q", "--fill", fill)
+    if fill == "expected":
+        assert code == 1
+        assert "no detection head" in capsys.readouterr().err
+        return
+    assert code == 0
+    np.testing.assert_allclose(pd.read_csv(out, index_col=0).to_numpy(), layers["imputed"], rtol=1e-5)
+
+
 @pytest.mark.parametrize("out_name", ["out.zarr", "out.h5ad", "out.csv"])
 def test_chunked_out_of_core_run_matches_in_memory(trained, tmp_path, out_name):
     src, first, model = trained

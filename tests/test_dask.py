@@ -1,4 +1,4 @@
-"""Out-of-core DeepImpute on dask arrays (``scdeepimpute.experimental`` and ``pp.deepimpute`` on dask input)."""
+"""Out-of-core DeepImpute on dask arrays (``scdeepimpute.dask`` and ``pp.deepimpute`` on dask input)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .conftest import FAST, make_counts
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 zarr = pytest.importorskip("zarr")
-sdx = pytest.importorskip("scdeepimpute.experimental")
+sdx = pytest.importorskip("scdeepimpute.dask")
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Writing zarr v2 data:UserWarning"),

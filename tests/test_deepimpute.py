@@ -197,7 +197,7 @@ def test_detected_fill_combines_value_head_and_poisson_link():
 
     With z forced to 0 the detected fill is the value head alone, expm1(v); ``expected`` / ``detected`` is p.
     """
-    from scdeepimpute._network import poisson_log1p_if_detected
+    from scdeepimpute._fills import poisson_log1p_if_detected
 
     X = make_counts(120, 30, seed=13)
     model = sdi.DeepImpute(**FAST).fit(X)
@@ -270,16 +270,65 @@ def test_pretrained_model_in_pp(adata):
     )
 
 
-def test_every_hyperparameter_is_a_keyword_of_model_and_pp():
+@pytest.mark.parametrize("func", [sdi.DeepImpute, sdi.pp.deepimpute], ids=["DeepImpute", "pp.deepimpute"])
+def test_every_hyperparameter_is_a_documented_keyword(func):
+    """The one declaration gives both entry points a keyword-only parameter and a docstring entry per hyperparameter."""
     import inspect
+    import typing
 
-    from scdeepimpute._model import HYPERPARAMETERS
+    from scdeepimpute._params import HYPERPARAMETERS, PRESETS
 
-    for func in (sdi.DeepImpute.__init__, sdi.pp.deepimpute):
-        params = inspect.signature(func).parameters
-        missing = [h for h in HYPERPARAMETERS if h not in params]
-        assert not missing, f"{func.__qualname__} lacks {missing}"
-        assert all(params[h].default is None for h in HYPERPARAMETERS)
+    params = inspect.signature(func).parameters
+    missing = [h for h in HYPERPARAMETERS if h not in params]
+    assert not missing, f"{func.__qualname__} lacks {missing}"
+    assert all(params[h].default is None and params[h].kind is inspect.Parameter.KEYWORD_ONLY for h in HYPERPARAMETERS)
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    annotations = (func.__init__ if isinstance(func, type) else func).__annotations__  # what autodoc-typehints reads
+    assert all(type(None) in typing.get_args(annotations[h]) for h in HYPERPARAMETERS)
+    doc = inspect.getdoc(func)
+    assert "{hyperparameters}" not in doc
+    for h in HYPERPARAMETERS:
+        assert f"\n{h}\n" in doc, f"{h} is not documented"
+    assert f"``{PRESETS['paper']['learning_rate']!r}`` (paper)" in doc
+    with pytest.raises(TypeError, match="unexpected keyword argument 'min_vrm'"):
+        func(min_vrm=0.5) if isinstance(func, type) else func(None, min_vrm=0.5)
+
+
+@pytest.mark.parametrize(("name", "value"), [("subset_size", 0), ("dropout_rate", 1.0), ("value_loss", "mse")])
+def test_invalid_hyperparameters_raise(name, value):
+    with pytest.raises(ValueError, match=f"invalid {name}="):
+        sdi.DeepImpute(**{name: value})
+    sdi.DeepImpute(**{name: None})  # None: the preset's value
+
+
+def test_loading_config_and_building_batches_needs_no_tensorflow():
+    """Presets, layouts, batches, fills and the dask module are numpy only: TensorFlow starts with the network."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "import scdeepimpute as sdi, scdeepimpute.dask\n"
+        "from scdeepimpute._layout import BlockLayout, batch\n"
+        "from scdeepimpute._fills import value_if_detected\n"
+        "m = sdi.DeepImpute(preset='paper')\n"
+        "layout = BlockLayout.from_blocks([np.array([0, 1])], [np.array([2])])\n"
+        "batch(np.ones((2, 3), np.float32), layout, None)\n"
+        "value_if_detected(np.ones((2, 2)), np.full((2, 2), 0.5), np.zeros(2))\n"
+        "assert 'tensorflow' not in sys.modules and 'dask' not in sys.modules, sorted(sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_experimental_is_a_deprecated_alias_of_dask():
+    import importlib
+    import sys
+
+    sys.modules.pop("scdeepimpute.experimental", None)
+    with pytest.warns(FutureWarning, match="scdeepimpute.dask"):
+        experimental = importlib.import_module("scdeepimpute.experimental")
+    assert experimental.impute_to_zarr is sdi.dask.impute_to_zarr
+    assert experimental.read_lazy is sdi.dask.read_lazy
 
 
 @pytest.mark.parametrize(("tol", "patience"), [(0.9, 2), (0.9, 4)])
@@ -318,13 +367,13 @@ def test_epoch_size_takes_consecutive_slices_of_shuffled_passes(monkeypatch):
     import scdeepimpute._model as model_module
 
     loads = []
-    original = model_module._batch_loader
+    original = model_module.batch_loader
 
     def recording(X, layout, covariates):
         load = original(X, layout, covariates)
         return lambda rows: loads.append(np.array(rows)) or load(rows)
 
-    monkeypatch.setattr(model_module, "_batch_loader", recording)
+    monkeypatch.setattr(model_module, "batch_loader", recording)
     X = make_counts(200, 30, seed=3)
     params = {**FAST, "max_epochs": 6, "patience": 100}
     sdi.DeepImpute(**params, epoch_size=50).fit(X, progress=False)
@@ -362,8 +411,7 @@ def test_prediction_does_not_depend_on_chunking(monkeypatch):
 @pytest.mark.parametrize("with_covariates", [True, False])
 def test_training_batches_are_the_prediction_batches(fmt, every_column, with_covariates):
     """The training loader (rows densified straight into the batch) builds the batch predict builds."""
-    from scdeepimpute._model import _batch, _batch_loader
-    from scdeepimpute._network import BlockLayout
+    from scdeepimpute._layout import BlockLayout, batch, batch_loader
 
     counts = make_counts(40, 12, seed=2)
     X = {"csr": sparse.csr_matrix, "csc": sparse.csc_matrix, "dense": np.asarray}[fmt](counts)
@@ -372,8 +420,8 @@ def test_training_batches_are_the_prediction_batches(fmt, every_column, with_cov
     covariates = np.linspace(-1, 1, 40, dtype=np.float32)[:, None] if with_covariates else None
     rows = np.array([7, 3, 3, 39, 0])
     wanted_covariates = None if covariates is None else covariates[rows]
-    expected = _batch(counts[rows].astype(np.float32), layout, wanted_covariates)
-    got = _batch_loader(X, layout, covariates)(rows)
+    expected = batch(counts[rows].astype(np.float32), layout, wanted_covariates)
+    got = batch_loader(X, layout, covariates)(rows)
     assert got.dtype == np.float32 and got.shape == (rows.size, layout.width)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
     assert (got[:, layout.pad] == 0).all()

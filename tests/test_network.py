@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scdeepimpute._network import BlockLayout, FusedBlocks, block_losses
+from scdeepimpute._layout import BlockLayout
+from scdeepimpute._network import FusedBlocks, block_losses
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def test_padding_weights_start_at_zero(net):
 def test_poisson_link_matches_direct_sum():
     from scipy import stats
 
-    from scdeepimpute._network import poisson_log1p_if_detected
+    from scdeepimpute._fills import poisson_log1p_if_detected
 
     p = np.array([0.0, 1e-3, 0.1, 0.5, 0.9, 0.999])
     got = poisson_log1p_if_detected(p)
@@ -84,7 +85,7 @@ def test_poisson_link_matches_direct_sum():
 
 
 def test_value_if_detected_weights_by_zero_fraction():
-    from scdeepimpute._network import poisson_log1p_if_detected, value_if_detected
+    from scdeepimpute._fills import poisson_log1p_if_detected, value_if_detected
 
     v = np.array([[2.0, 2.0, 2.0]])
     p = np.array([[0.3, 0.3, 0.3]])

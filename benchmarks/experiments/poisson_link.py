@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from scdeepimpute._network import _interp_uniform, _poisson_table
+from scdeepimpute._fills import _interp_uniform, _poisson_table
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--values", type=int, default=32_000_000)

@@ -33,9 +33,10 @@ from scipy import sparse
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _common as C  # noqa: E402
 
-from scdeepimpute import _model, _selection, _training  # noqa: E402
+from scdeepimpute import _layout, _selection, _training  # noqa: E402
 from scdeepimpute._backend import import_keras, resolve_precision  # noqa: E402
-from scdeepimpute._network import BlockLayout, FusedBlocks  # noqa: E402
+from scdeepimpute._layout import BlockLayout  # noqa: E402
+from scdeepimpute._network import FusedBlocks  # noqa: E402
 from scdeepimpute._utils import mean_var  # noqa: E402
 
 tf, keras = import_keras()
@@ -84,7 +85,7 @@ def main():
         "balanced": np.array_split(np.arange(n), k),
     }
     rows = np.arange(8192)
-    library = _model._log_library(X)
+    library = _layout.log_library(X)
     precision = resolve_precision(args.precision)
     current = _training.block_losses
 
@@ -96,7 +97,7 @@ def main():
 
     def chunk(split, losses, network=FusedBlocks):
         layout = layouts[split]
-        data = tf.constant(_model._batch_loader(X, layout, (library - library.mean())[:, None])(rows))
+        data = tf.constant(_layout.batch_loader(X, layout, (library - library.mean())[:, None])(rows))
         net = network(layout, hidden_units=256, dropout_rate=0.2, detection_head=True, seed=0, precision=precision)
         _training.block_losses = losses  # read when the Trainer traces its graphs
         trainer = _training.Trainer(net, learning_rate=1e-3, batch_size=256, value_loss="nonzero")

@@ -1,31 +1,19 @@
-"""Experimental: out-of-core and distributed DeepImpute with Dask.
+"""Deprecated alias of :mod:`scdeepimpute.dask`, the out-of-core path (importing it warns).
 
-Dask support is new; the API here may change. :func:`scdeepimpute.pp.deepimpute` itself accepts an
-AnnData whose ``X`` (or ``layer``) is a dask array chunked along cells, and then writes *lazy* dask
-layers; this module has the pieces it uses, for finer control:
-
-* :func:`read_lazy` opens an ``.h5ad``/``.zarr`` with ``X`` and layers as dask arrays;
-* :func:`fit` reads only the ``train_size`` training cells into memory and fits a
-  :class:`~scdeepimpute.DeepImpute` on them (gene statistics and correlations come from those cells,
-  as in the in-memory ``fit(train_size=...)``);
-* :func:`impute` returns lazy ``map_blocks`` outputs (the fitted model's ``impute`` on each row chunk);
-* :func:`impute_to_zarr` / :func:`store` stream the outputs to disk in one pass, in bounded memory.
-
-Memory: the training cells, plus a few row chunks per worker thread (each chunk densified to
-``chunk x n_genes`` float32, a few copies). Runs on any dask scheduler, including a
-``dask.distributed`` cluster: the model is shipped once as bytes and loaded once per worker process.
-
-Examples
---------
->>> import scdeepimpute as sdi
->>> from scdeepimpute import experimental as sdx
->>> adata = sdx.read_lazy("big.zarr", chunk_size=10_000)  # doctest: +SKIP
->>> model = sdx.fit(sdi.DeepImpute(), adata, train_size=50_000)  # doctest: +SKIP
->>> sdx.impute_to_zarr(model, adata, "imputed.zarr")  # doctest: +SKIP
+``from scdeepimpute import experimental as sdx`` keeps working; write ``import scdeepimpute.dask as sdd``.
 """
 
 from __future__ import annotations
 
-from ._dask import fit, impute, impute_to_zarr, output_names, read_lazy, store, to_memory
+import warnings
+
+from ..dask import fit, impute, impute_to_zarr, output_names, read_lazy, store, to_memory
+
+warnings.warn(
+    "scdeepimpute.experimental is now scdeepimpute.dask (same functions); "
+    "import scdeepimpute.dask instead, the old name will be removed.",
+    FutureWarning,
+    stacklevel=2,
+)
 
 __all__ = ["fit", "impute", "impute_to_zarr", "output_names", "read_lazy", "store", "to_memory"]

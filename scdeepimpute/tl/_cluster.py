@@ -294,7 +294,7 @@ def clustering_scores(
     dict with ``ari``, ``ami``, ``fmi`` (Leiden vs labels), ``silhouette`` (UMAP by labels, the paper's)
     and ``silhouette_pca`` (PCA space by labels). A UMAP layout moves with the pipeline's seed: on the
     CellBench sets the UMAP silhouette of one dataset spreads by sd 0.03 over five seeds while the PCA
-    one does not move (``benchmarks/experiments/silhouette_seeds.py``), so compare UMAP silhouettes
+    one does not move (``benchmarks/RESULTS_accuracy.md``), so compare UMAP silhouettes
     over several seeds.
 
     Examples

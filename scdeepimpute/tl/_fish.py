@@ -31,7 +31,8 @@ def gini(x, *, axis: int = 0) -> np.ndarray | float:
 
     Returns
     -------
-    A float for 1-d input, else an array.
+    float or numpy.ndarray
+        A float for 1-d input, else an array.
 
     Examples
     --------
@@ -78,7 +79,10 @@ def gapdh_normalize(
 
     Returns
     -------
-    ``(X_norm, keep)``: normalised values of the kept cells and the boolean mask of kept cells.
+    X_norm : numpy.ndarray
+        Normalised values of the kept cells.
+    keep : numpy.ndarray
+        Boolean mask of the kept cells.
 
     Examples
     --------

@@ -144,6 +144,7 @@ def impute_deepimpute(
     import anndata as ad
 
     from .. import pp
+    from .._fills import default_fills, output_names
 
     if output not in ("imputed", "detected", "both"):
         msg = f"`output` must be 'imputed', 'detected' or 'both', got {output!r}."
@@ -152,16 +153,19 @@ def impute_deepimpute(
     work.obs_names = adata.obs_names
     work.var_names = adata.var_names
     pp.deepimpute(work, key_added="imputed", random_state=random_state, **kwargs)
+    # "imputed" is pp.deepimpute's first layer; the detected fill has a layer of its own only with two heads
+    layer_of = output_names(default_fills(work.uns["imputed"]["params"]["detection_head"]), "imputed")
+    layers = {"imputed": "imputed", "detected": layer_of["detected"]}
 
     def _get(key: str) -> np.ndarray:
-        Y = work.layers[key] if key in work.layers else work.layers["imputed"]
+        Y = work.layers[layers[key]]
         if hasattr(Y, "compute"):
             Y = Y.compute()
         return np.asarray(Y.toarray() if sparse.issparse(Y) else Y, dtype=np.float32)
 
     if output == "both":
-        return {"imputed": _get("imputed"), "detected": _get("imputed_detected")}
-    return _get("imputed" if output == "imputed" else "imputed_detected")
+        return {"imputed": _get("imputed"), "detected": _get("detected")}
+    return _get(output)
 
 
 def _magic_available() -> bool:
