@@ -11,10 +11,16 @@ cell's library: ``lambda_cg = l_c * mean_n x_ng / l_n``. The fit blends it with 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
+
+from ._fills import _poisson_table
+
+#: Principal components of the neighbourhood graph.
+N_PCS = 30
 
 #: Weights tried by the self-calibration.
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
@@ -117,11 +123,6 @@ def log1p_if_detected(lam: np.ndarray) -> np.ndarray:
     Read from the Poisson-link table up to its last rate; above it (where ``P(X = 0)`` is below 1e-6) the
     second-order delta approximation ``log1p(lam) - lam / (2 (1 + lam)^2)``, which joins the table there.
     """
-    try:  # the table's one home (TensorFlow-free since the module split)
-        from ._fills import _poisson_table
-    except ImportError:
-        from ._network import _poisson_table
-
     log_grid, table = _poisson_table()
     lam = np.asarray(lam, dtype=np.float64)
     with np.errstate(divide="ignore"):
@@ -144,6 +145,11 @@ class CalibrationEntries:
 
     def __len__(self) -> int:
         return int(self.rows.size)
+
+
+def calibration_rng(random_state: int) -> np.random.Generator:
+    """The generator of a fit's calibration entries: a stream of its own, so training draws what it would without."""
+    return np.random.default_rng(np.random.SeedSequence(random_state).spawn(1)[0])
 
 
 def calibration_entries(X, rng: np.random.Generator, *, genes: np.ndarray | None = None) -> CalibrationEntries:
@@ -237,3 +243,47 @@ def calibration_report(
     with np.errstate(invalid="ignore", divide="ignore"):
         report["gene_mse"] = np.where(count > 0, sq / np.maximum(count, 1), np.nan)
     return report
+
+
+def calibrate(
+    network_log1p: Callable[[np.ndarray], np.ndarray],
+    X,
+    entries: CalibrationEntries,
+    targets: np.ndarray,
+    *,
+    n_neighbors: int,
+    weight: float | str = "auto",
+    random_state: int = 0,
+    rows_per_chunk: int = 512,
+) -> tuple[float, dict]:
+    """Choose the neighbourhood's weight on the hidden ``entries`` of ``X`` and score the result.
+
+    ``X`` is the matrix the network was trained on, with ``entries`` already hidden (:func:`hide`); the
+    neighbourhood is built from it too, so no hidden count reaches either estimate. ``network_log1p`` maps dense
+    rows of ``X`` (all genes) to the network's value if detected (log1p) of the ``targets`` columns. Entries of
+    other genes are dropped. ``weight="auto"`` takes :func:`choose_weight`, a number is kept. Returns
+    ``(weight, report)`` with the :func:`calibration_report` of the kept entries.
+    """
+    from ._utils import dense_rows
+
+    targets = np.asarray(targets)
+    position = np.full(X.shape[1], -1, dtype=np.int64)
+    position[targets] = np.arange(targets.size)
+    keep = position[entries.cols] >= 0
+    order = np.argsort(entries.rows[keep], kind="stable")
+    entries = CalibrationEntries(*(a[keep][order] for a in (entries.rows, entries.cols, entries.values)))
+    network = np.empty(len(entries), dtype=np.float64)
+    neighbourhood = np.empty(len(entries), dtype=np.float64)
+    if len(entries):
+        nb = fit_neighbourhood(X, columns=targets, n_neighbors=n_neighbors, n_pcs=N_PCS, random_state=random_state)
+        cells = np.unique(entries.rows)
+        for start in range(0, cells.size, rows_per_chunk):
+            chunk = cells[start : start + rows_per_chunk]
+            lo, hi = np.searchsorted(entries.rows, [chunk[0], chunk[-1] + 1])  # entries are sorted by row
+            local = np.searchsorted(chunk, entries.rows[lo:hi])
+            cols = position[entries.cols[lo:hi]]
+            network[lo:hi] = network_log1p(dense_rows(X, chunk))[local, cols]
+            neighbourhood[lo:hi] = nb.log1p_if_detected(chunk)[local, cols]
+    truth = np.log1p(entries.values)
+    w = choose_weight(truth, network, neighbourhood) if weight == "auto" else float(weight)
+    return w, calibration_report(entries, network, neighbourhood, w, n_genes=X.shape[1])

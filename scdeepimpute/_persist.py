@@ -13,8 +13,10 @@ import pandas as pd
 if TYPE_CHECKING:
     from ._model import DeepImpute
 
-#: Saved-model format; 2 added ``zero_fraction`` (needed by ``fill="detected"`` with a detection head).
-FORMAT_VERSION = 2
+#: Saved-model format; 2 added ``zero_fraction`` (needed by ``fill="detected"`` with a detection head),
+#: 3 the neighbourhood's weight and the self-calibration (format 2 still loads: no neighbourhood).
+FORMAT_VERSION = 3
+_READS = (2, 3)
 
 
 def save(model: DeepImpute, path: str | Path) -> None:
@@ -39,6 +41,8 @@ def save(model: DeepImpute, path: str | Path) -> None:
         "library_mean": model.library_mean_,
         "n_cells_fit": model.n_cells_fit_,
         "history": {k: np.asarray(v).tolist() for k, v in model.history_.to_dict().items()},
+        "neighbor_weight": model.neighbor_weight_,
+        "calibration": _calibration_json(model.calibration_),
     }
     (path / "config.json").write_text(json.dumps(config, indent=1))
 
@@ -50,7 +54,7 @@ def load(cls: type[DeepImpute], path: str | Path) -> DeepImpute:
 
     path = Path(path)
     config = json.loads((path / "config.json").read_text())
-    if config.get("format_version") != FORMAT_VERSION:
+    if config.get("format_version") not in _READS:
         msg = (
             f"{path} holds model format {config.get('format_version')}, this version reads {FORMAT_VERSION}"
             " (format 2 stores each gene's zero fraction, used by fill='detected'); refit the model"
@@ -58,6 +62,8 @@ def load(cls: type[DeepImpute], path: str | Path) -> DeepImpute:
         )
         raise ValueError(msg)
     p = config["params"]
+    if config["format_version"] == 2:  # before the neighbourhood: the network alone
+        p = {**p, "neighbors": 0, "neighbor_weight": "auto"}
     model = cls(preset=config["preset"], random_state=config["random_state"], **p)
     model.var_names_ = pd.Index(config["var_names"])
     model.blocks_ = [np.asarray(b, dtype=np.int64) for b in config["blocks"]]
@@ -73,4 +79,27 @@ def load(cls: type[DeepImpute], path: str | Path) -> DeepImpute:
     model.zero_fraction_ = np.asarray(config["zero_fraction"], dtype=np.float64)
     model.library_mean_ = config["library_mean"]
     model.n_cells_fit_ = config["n_cells_fit"]
+    model.neighbor_weight_ = float(config.get("neighbor_weight", 0.0))
+    model.calibration_ = _calibration_from_json(config.get("calibration"))
     return model
+
+
+def _calibration_json(calibration: dict | None) -> dict | None:
+    """``calibration_`` for JSON: the per-gene array as a list, NaN (and NaN scores) as ``None``."""
+    if calibration is None:
+        return None
+    return {
+        k: [None if np.isnan(x) else float(x) for x in v] if k == "gene_mse" else (None if v != v else v)
+        for k, v in calibration.items()
+    }
+
+
+def _calibration_from_json(calibration: dict | None) -> dict | None:
+    if calibration is None:
+        return None
+    return {
+        k: np.array([np.nan if x is None else x for x in v], dtype=np.float64)
+        if k == "gene_mse"
+        else (float("nan") if v is None else v)
+        for k, v in calibration.items()
+    }
