@@ -54,6 +54,16 @@ def check_fills(fills: Sequence[str], policy: str, *, detection_head: bool) -> N
             raise ValueError(msg)
 
 
+def detected_log1p(value: np.ndarray, prob: np.ndarray | None, *, zero_fraction, log_max: float) -> np.ndarray:
+    """Combine the heads' outputs into the network's value if detected, log1p (``value`` is modified in place)."""
+    # the original's overflow guard: absurd log values (or NaN) are dropped to 0
+    value[~(value <= 2 * log_max)] = 0.0
+    if prob is None:  # one head (paper): the value head alone
+        return value
+    # value head and the detection head's Poisson-link level, weighted by the gene's zero fraction
+    return value_if_detected(value, prob, zero_fraction)
+
+
 def fill_chunk(
     out: dict[str, np.ndarray],
     raw: np.ndarray,
@@ -64,18 +74,21 @@ def fill_chunk(
     zero_fraction: np.ndarray | None,
     log_max: float,
     policy: Policy,
+    neighbourhood: np.ndarray | None = None,
+    weight: float = 0.0,
 ) -> None:
     """Write every fill of one chunk of cells into ``out[fill]`` (views of the output's rows).
 
     ``raw`` holds the chunk's counts (dense, every gene); ``value`` (log1p) and ``prob`` the heads' outputs for
-    ``target_genes``, one column each; non-target genes keep their counts.
+    ``target_genes``, one column each; non-target genes keep their counts. ``neighbourhood`` (log1p, same shape
+    as ``value``) is blended into the value if detected with ``weight``.
     """
-    # the original's overflow guard: absurd log values (or NaN) are dropped to 0
-    value[~(value <= 2 * log_max)] = 0.0
-    if prob is None:  # one head (paper): the value head alone
-        detected = np.expm1(value)
-    else:  # value head and the detection head's Poisson-link level, weighted by the gene's zero fraction
-        detected = np.expm1(value_if_detected(value, prob, zero_fraction))
+    log_detected = detected_log1p(value, prob, zero_fraction=zero_fraction, log_max=log_max)
+    if neighbourhood is not None and weight > 0:
+        from ._neighbors import blend_values
+
+        log_detected = blend_values(log_detected, neighbourhood.astype(np.float32, copy=False), weight)
+    detected = np.expm1(log_detected)
     observed = raw[:, target_genes]
     for f, block in out.items():
         # "expected" = P(detected) x value-if-detected, so it never exceeds the "detected" fill

@@ -110,8 +110,14 @@ def deepimpute(
         Whether the gene was imputed.
     ``adata.var[f"{key_added}_block"]`` : int
         Sub-network of the gene (-1 if not imputed).
+    ``adata.var[f"{key_added}_reliability"]`` : float
+        With a neighbourhood (``neighbors > 0``): the gene's MSE (log1p) on the non-zeros hidden inside the fit,
+        NaN where the gene had none (fewer than 10 non-zeros, or not imputed).
     ``adata.uns[key_added]`` : dict
-        ``params``, training summary (``epochs``, ``loss``, ``val_loss``, ``best_epoch``), timing.
+        ``params``, training summary (``epochs``, ``loss``, ``val_loss``, ``best_epoch``), timing; with a
+        neighbourhood also ``self_estimate``: the masked MSE and Pearson r (log1p, value if detected) on the
+        non-zeros hidden inside the fit (``n_masked``, ``scheme``) and the ``neighbor_weight`` chosen there, an
+        estimate of the accuracy on these data.
 
     Examples
     --------
@@ -185,6 +191,14 @@ def deepimpute(
         block_of[found[found >= 0]] = k
     adata.var[f"{key_added}_target"] = block_of >= 0
     adata.var[f"{key_added}_block"] = block_of
+    calibration = model.calibration_
+    if calibration is not None:
+        from ._neighbors import CALIBRATION_SCHEME
+
+        reliability = np.full(adata.n_vars, np.nan)
+        found = adata.var_names.get_indexer(model.var_names_)
+        reliability[found[found >= 0]] = calibration["gene_mse"][found >= 0]
+        adata.var[f"{key_added}_reliability"] = reliability
     history = model.history_.to_dict()
     adata.uns[key_added] = {
         "params": {
@@ -206,11 +220,22 @@ def deepimpute(
         "time_s": float(time.perf_counter() - t0),
         "version": version("scdeepimpute"),
     }
+    if calibration is not None:
+        adata.uns[key_added]["self_estimate"] = {
+            "masked_mse": calibration["blend_mse"],
+            "masked_pearson": calibration["blend_pearson"],
+            "n_masked": calibration["n_entries"],
+            "neighbor_weight": calibration["neighbor_weight"],
+            "scheme": CALIBRATION_SCHEME,
+        }
+    var_columns = ", ".join(
+        repr(f"{key_added}_{c}") for c in ("target", "block", "reliability")[: 2 + (calibration is not None)]
+    )
     logg.info(
         "    finished",
         time=start,
         deep=f"added\n    {', '.join(repr(o) for o in outputs)} (adata.layers)\n"
-        f"    '{key_added}_target', '{key_added}_block' (adata.var)\n    {key_added!r} (adata.uns)",
+        f"    {var_columns} (adata.var)\n    {key_added!r} (adata.uns)",
     )
     return adata if copy else None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from scipy import sparse
 
 from . import _logging as logg
 from . import _params, _persist
-from ._fills import Fill, Policy, check_fills, default_fills, fill_chunk
+from ._fills import Fill, Policy, check_fills, default_fills, detected_log1p, fill_chunk
 from ._input import counts_and_names, gene_indices
 from ._layout import batch, batch_loader, log_library
 from ._params import takes_hyperparameters
@@ -63,6 +64,18 @@ class DeepImpute:
         weighted by the gene's zero fraction z in the training cells,
         ``(1 - z) v + z E[log1p X | X > 0; lambda = -log(1 - p)]`` (v rests on the gene's few detected
         cells, p on all cells; see :func:`~scdeepimpute._fills.value_if_detected`).
+        The default also blends in each cell's neighbourhood (``neighbors=30``; the paper preset has 0): the
+        value if detected that the cell's 30 nearest cells (PCA of the log-normalised data being imputed,
+        exact kNN, the cell itself excluded) imply through a Poisson rate scaled to the cell's library,
+        ``(1 - w) network + w neighbourhood`` on the log1p scale (:mod:`scdeepimpute._neighbors`). ``fit``
+        first hides min(10, 10%) of the non-zeros of every gene with >= 10 of them, trains on the rest, and
+        chooses ``w`` (``neighbor_weight="auto"``) by the lowest MSE on the hidden entries; their scores are
+        the model's own accuracy estimate (``calibration_``).
+
+    Fitted attributes (besides the network): ``neighbor_weight_`` (the weight used, 0 without neighbours) and
+    ``calibration_`` (``None`` without neighbours, else a dict: ``n_entries``, ``neighbor_weight``, masked MSE
+    and Pearson r, log1p, of the ``network``, the ``neighbourhood`` and the ``blend`` on the hidden entries,
+    and ``gene_mse``, the blend's MSE per gene, NaN where a gene had no entry).
 
     Deviations from the authors' code (see CHANGELOG): the last block is completed with the next-
     ranked genes (never an extra block of random genes drawn with replacement), or, where too few
@@ -187,6 +200,12 @@ class DeepImpute:
         Xfit = X[cells] if cells.size < X.shape[0] else X
         if is_dask(Xfit):  # out of core: only the training cells are read into memory, then checked
             Xfit, _ = counts_and_names(to_memory(Xfit), var_names=names, strict=check_counts, what="the training cells")
+        hidden = None
+        if p["neighbors"] > 0:  # hide calibration entries from training and from the neighbourhood
+            from ._neighbors import calibration_entries, calibration_rng, hide
+
+            hidden = calibration_entries(Xfit, calibration_rng(self.random_state))
+            Xfit = hide(Xfit, hidden)
         mean, var, detected = gene_stats(Xfit)  # counts are checked non-negative: non-zero = detected
         zero_fraction = 1.0 - detected
         gene_idx = None if genes is None else gene_indices(names, genes)
@@ -228,21 +247,51 @@ class DeepImpute:
             rng=rng,
             progress=progress,
         )
-        # trained: only now touch self (network_ last, it is what _check_fitted tests)
-        self.var_names_ = names
-        self.blocks_ = split.blocks
-        self.predictors_ = predictors
-        self.selected_ = split.selected
-        self.layout_ = layout
-        self._trainer = trainer
-        self.history_ = history
-        self.log_max_ = log_max
-        self.zero_fraction_ = zero_fraction
-        self.library_mean_ = library_mean
-        self.n_cells_fit_ = int(cells.size)
-        self.fit_time_ = time.perf_counter() - t0
-        self.network_ = net
+        # trained: the fitted state is built on a copy (calibration reads it), and only then becomes self's, so a
+        # failure anywhere above leaves a fresh model unfitted and a refitted one as it was
+        fitted = copy.copy(self)
+        fitted.var_names_ = names
+        fitted.blocks_ = split.blocks
+        fitted.predictors_ = predictors
+        fitted.selected_ = split.selected
+        fitted.layout_ = layout
+        fitted._trainer = trainer
+        fitted.network_ = net
+        fitted.history_ = history
+        fitted.log_max_ = log_max
+        fitted.zero_fraction_ = zero_fraction
+        fitted.library_mean_ = library_mean
+        fitted.n_cells_fit_ = int(cells.size)
+        fitted.neighbor_weight_, fitted.calibration_ = 0.0, None
+        if hidden is not None:
+            fitted._calibrate(Xfit, hidden)
+        fitted.fit_time_ = time.perf_counter() - t0
+        self.__dict__.update(fitted.__dict__)
         return self
+
+    def _calibrate(self, Xfit, hidden) -> None:
+        """Choose ``neighbor_weight_`` and fill ``calibration_`` on the ``hidden`` entries of the training cells."""
+        from ._neighbors import calibrate
+
+        def network_log1p(raw):
+            value, prob = self._heads(raw)
+            return detected_log1p(value, prob, zero_fraction=self._target_zero_fraction(), log_max=self.log_max_)
+
+        self.neighbor_weight_, self.calibration_ = calibrate(
+            network_log1p,
+            Xfit,
+            hidden,
+            self._target_genes(),
+            n_neighbors=self.params["neighbors"],
+            weight=self.params["neighbor_weight"],
+            random_state=self.random_state,
+            rows_per_chunk=PREDICT_ROWS,
+        )
+        c = self.calibration_
+        logg.info(
+            f"    neighbourhood weight {self.neighbor_weight_:.2f}; on {c['n_entries']} hidden non-zeros: MSE "
+            f"{c['blend_mse']:.4f} (network alone {c['network_mse']:.4f}), Pearson {c['blend_pearson']:.3f}"
+        )
 
     # -------------------------------------------------------------- predict
     @property
@@ -315,25 +364,57 @@ class DeepImpute:
         check_fills(fills, policy, detection_head=self.params["detection_head"])
         if not names.equals(self.var_names_):
             return self._impute_transfer(X, names, policy=policy, fills=fills)
-        layout = self.layout_
-        valid = (layout.outputs != layout.pad).ravel()  # the network's output slots that hold a target
-        target_genes = layout.columns[layout.outputs.ravel()[valid]]
-        zero_fraction = self.zero_fraction_[target_genes] if self.params["detection_head"] else None
+        target_genes = self._target_genes()
+        zero_fraction = self._target_zero_fraction()
+        neighbourhood = self._neighbourhood(X, target_genes)
         out = {f: np.empty(X.shape, dtype=np.float32) for f in fills}
         for start in range(0, X.shape[0], PREDICT_ROWS):
             stop = min(start + PREDICT_ROWS, X.shape[0])
             raw = dense_rows(X, slice(start, stop))
-            covariates = None
-            if self.params["library_size"]:
-                covariates = np.log1p(raw.sum(axis=1, dtype=np.float64))[:, None] - self.library_mean_
-            value, prob = self._trainer.predict(batch(raw, layout, covariates))
-            value = value.reshape(stop - start, -1)[:, valid]
-            prob = None if prob is None else prob.reshape(stop - start, -1)[:, valid]
+            value, prob = self._heads(raw)
             rows = {f: values[start:stop] for f, values in out.items()}
             fill_chunk(
-                rows, raw, target_genes, value, prob, zero_fraction=zero_fraction, log_max=self.log_max_, policy=policy
+                rows,
+                raw,
+                target_genes,
+                value,
+                prob,
+                zero_fraction=zero_fraction,
+                log_max=self.log_max_,
+                policy=policy,
+                neighbourhood=None if neighbourhood is None else neighbourhood.log1p_if_detected(slice(start, stop)),
+                weight=self.neighbor_weight_,
             )
         return out
+
+    def _target_genes(self) -> np.ndarray:
+        """Column of every output of the network that holds a target, in output order."""
+        layout = self.layout_
+        return layout.columns[layout.outputs.ravel()[layout.outputs.ravel() != layout.pad]]
+
+    def _target_zero_fraction(self) -> np.ndarray | None:
+        return self.zero_fraction_[self._target_genes()] if self.params["detection_head"] else None
+
+    def _heads(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Run the network: value (log1p) and detection outputs for dense counts ``raw`` (every gene), targets only."""
+        layout = self.layout_
+        valid = (layout.outputs != layout.pad).ravel()  # the network's output slots that hold a target
+        covariates = None
+        if self.params["library_size"]:
+            covariates = np.log1p(raw.sum(axis=1, dtype=np.float64))[:, None] - self.library_mean_
+        value, prob = self._trainer.predict(batch(raw, layout, covariates))
+        value = value.reshape(raw.shape[0], -1)[:, valid]
+        return value, None if prob is None else prob.reshape(raw.shape[0], -1)[:, valid]
+
+    def _neighbourhood(self, X, target_genes: np.ndarray):
+        """Build the neighbourhood of the cells of ``X`` (the data imputed); ``None`` where it has no weight."""
+        if self.params["neighbors"] == 0 or self.neighbor_weight_ == 0 or X.shape[0] < 2:
+            return None
+        from ._neighbors import N_PCS, fit_neighbourhood
+
+        return fit_neighbourhood(
+            X, columns=target_genes, n_neighbors=self.params["neighbors"], n_pcs=N_PCS, random_state=self.random_state
+        )
 
     #: Largest fraction of the model's input genes that may be missing from new data.
     max_missing_fraction = 0.5

@@ -105,6 +105,24 @@ class Hyperparameters:
         "floating-point sums do anyway.",
     )
 
+    neighbors: int = _param(
+        30,
+        paper=0,
+        valid=lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+        doc="Cells in each cell's neighbourhood (PCA + exact kNN of the data being imputed) whose Poisson value "
+        "if detected is blended with the network's (``fill='detected'``, and through it ``'expected'``); 0: the "
+        "network alone. With neighbours, ``fit`` hides a few non-zeros per gene to choose the blend and to "
+        "estimate its own accuracy (``calibration_``).",
+    )
+    neighbor_weight: float | Literal["auto"] = _param(
+        "auto",
+        paper="auto",
+        valid=lambda v: v == "auto" or (isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1),
+        doc="Weight of the neighbourhood in the blend, ``(1 - w) * network + w * neighbourhood`` (log1p): "
+        "``'auto'`` chooses it in ``fit`` on the hidden non-zeros (lowest MSE on the grid 0, 0.05, ..., 1), a "
+        "number in [0, 1] fixes it.",
+    )
+
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)

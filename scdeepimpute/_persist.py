@@ -21,8 +21,10 @@ import pandas as pd
 if TYPE_CHECKING:
     from ._model import DeepImpute
 
-#: Saved-model format; 2 added ``zero_fraction`` (needed by ``fill="detected"`` with a detection head).
-FORMAT_VERSION = 2
+#: Saved-model format; 2 added ``zero_fraction`` (needed by ``fill="detected"`` with a detection head),
+#: 3 the neighbourhood's weight and the self-calibration (format 2 still loads: no neighbourhood).
+FORMAT_VERSION = 3
+_READS = (2, 3)
 
 CONFIG, WEIGHTS = "config.json", "model.weights.h5"
 
@@ -68,6 +70,8 @@ def save(model: DeepImpute, path: str | Path, *, overwrite: bool = False) -> Non
         "library_mean": model.library_mean_,
         "n_cells_fit": model.n_cells_fit_,
         "history": {k: np.asarray(v).tolist() for k, v in model.history_.to_dict().items()},
+        "neighbor_weight": model.neighbor_weight_,
+        "calibration": _calibration_json(model.calibration_),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     # beside the target, so the renames stay on one file system (atomic); mkdir applies the umask as usual
@@ -134,14 +138,16 @@ def load(cls: type[DeepImpute], path: str | Path) -> DeepImpute:
     path = Path(path)
     config_file, weights_file = path / CONFIG, path / WEIGHTS
     config = _read_config(config_file)
-    if config.get("format_version") != FORMAT_VERSION:
+    if config.get("format_version") not in _READS:
         found = config.get("format_version", "unknown (no format_version)")
         msg = (
-            f"{config_file} holds model format {found}, this version reads {FORMAT_VERSION}"
-            " (format 2 stores each gene's zero fraction, used by fill='detected'); refit the model"
-            " with this version and save it again."
+            f"{config_file} holds model format {found}, this version reads formats {', '.join(map(str, _READS))}"
+            " (format 2 stores each gene's zero fraction, used by fill='detected'; 3 the neighbourhood weight);"
+            " refit the model with this version and save it again."
         )
         raise ValueError(msg)
+    if config["format_version"] == 2 and isinstance(config.get("params"), dict):  # before the neighbourhood
+        config["params"] = {**config["params"], "neighbors": 0, "neighbor_weight": "auto"}
     model = _model_from_config(cls, config, config_file)
     p = model.params
     blocks, predictors, selected = _check_genes(config, config_file)
@@ -168,6 +174,8 @@ def load(cls: type[DeepImpute], path: str | Path) -> DeepImpute:
     model.zero_fraction_ = np.asarray(config["zero_fraction"], dtype=np.float64)
     model.library_mean_ = config["library_mean"]
     model.n_cells_fit_ = config["n_cells_fit"]
+    model.neighbor_weight_ = float(config.get("neighbor_weight", 0.0))
+    model.calibration_ = _calibration_from_json(config.get("calibration"))
     return model
 
 
@@ -309,3 +317,24 @@ def _check_weights(weights_file: Path, network, config_name: str) -> None:
                 "(hidden_units, library_size, predictors or block sizes differ); the files do not belong together."
             )
             raise ValueError(msg)
+
+
+def _calibration_json(calibration: dict | None) -> dict | None:
+    """``calibration_`` for JSON: the per-gene array as a list, NaN (and NaN scores) as ``None``."""
+    if calibration is None:
+        return None
+    return {
+        k: [None if np.isnan(x) else float(x) for x in v] if k == "gene_mse" else (None if v != v else v)
+        for k, v in calibration.items()
+    }
+
+
+def _calibration_from_json(calibration: dict | None) -> dict | None:
+    if calibration is None:
+        return None
+    return {
+        k: np.array([np.nan if x is None else x for x in v], dtype=np.float64)
+        if k == "gene_mse"
+        else (float("nan") if v is None else v)
+        for k, v in calibration.items()
+    }

@@ -144,6 +144,16 @@ def trained(tmp_path_factory, counts, names):
     return src, ad.read_h5ad(out), model
 
 
+@pytest.fixture(scope="module")
+def trained_network(tmp_path_factory, counts, names):
+    """Like ``trained``, the network alone (``--neighbors 0``): a chunked run searches neighbours within chunks."""
+    tmp = tmp_path_factory.mktemp("trained_network")
+    src = write_h5ad(tmp / "in.h5ad", counts, names)
+    out, model = tmp / "out.h5ad", tmp / "model"
+    assert run("impute", src, "-o", out, "--save-model", model, "--neighbors", "0", *FAST) == 0
+    return src, ad.read_h5ad(out), model
+
+
 def test_model_reuse_gives_the_same_layers(trained, tmp_path):
     src, first, model = trained
     assert (model / "config.json").is_file()
@@ -191,8 +201,8 @@ def test_table_fill_of_a_one_head_model(counts, names, tmp_path, capsys, fill):
 
 
 @pytest.mark.parametrize("out_name", ["out.zarr", "out.h5ad", "out.csv"])
-def test_chunked_out_of_core_run_matches_in_memory(trained, tmp_path, out_name):
-    src, first, model = trained
+def test_chunked_out_of_core_run_matches_in_memory(trained_network, tmp_path, out_name):
+    src, first, model = trained_network
     out = tmp_path / out_name
     assert run("impute", src, "-o", out, "--model", model, "--chunk-size", "50", "-q") == 0
     if out_name.endswith(".csv"):

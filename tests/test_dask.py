@@ -19,6 +19,9 @@ dask = pytest.importorskip("dask")
 zarr = pytest.importorskip("zarr")
 sdx = pytest.importorskip("scdeepimpute.dask")
 
+#: The network alone: without a neighbourhood a dask run equals the in-memory run exactly.
+NET = {**FAST, "neighbors": 0}
+
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Writing zarr v2 data:UserWarning"),
     pytest.mark.filterwarnings("ignore:zarr v3 autosharding:UserWarning"),
@@ -35,7 +38,7 @@ def data() -> ad.AnnData:
 
 @pytest.fixture(scope="module")
 def model(data) -> sdi.DeepImpute:
-    return sdi.DeepImpute(**FAST).fit(data)
+    return sdi.DeepImpute(**NET).fit(data)
 
 
 def lazy_copy(a: ad.AnnData, *, dense: bool, chunk: int = 64) -> ad.AnnData:
@@ -47,9 +50,9 @@ def lazy_copy(a: ad.AnnData, *, dense: bool, chunk: int = 64) -> ad.AnnData:
 @pytest.mark.parametrize("dense", [False, True])
 def test_pp_deepimpute_dask_equals_in_memory(data, dense):
     ref = data.copy()
-    sdi.pp.deepimpute(ref, **FAST)
+    sdi.pp.deepimpute(ref, **NET)
     lazy = lazy_copy(data, dense=dense)
-    sdi.pp.deepimpute(lazy, **FAST)
+    sdi.pp.deepimpute(lazy, **NET)
     for key in ("imputed", "imputed_detected"):
         layer = lazy.layers[key]
         assert isinstance(layer, da.Array)
@@ -64,9 +67,9 @@ def test_pp_deepimpute_dask_equals_in_memory(data, dense):
 
 def test_train_size_reads_the_same_cells_as_in_memory(data):
     """With ``train_size``, the dask fit reads the cells the in-memory fit draws and equals it exactly."""
-    lazy = sdx.fit(sdi.DeepImpute(**FAST), lazy_copy(data, dense=False), train_size=150)
+    lazy = sdx.fit(sdi.DeepImpute(**NET), lazy_copy(data, dense=False), train_size=150)
     assert lazy.n_cells_fit_ == 150
-    direct = sdi.DeepImpute(**FAST).fit(data, train_size=150)
+    direct = sdi.DeepImpute(**NET).fit(data, train_size=150)
     for b1, b2 in zip(lazy.blocks_, direct.blocks_, strict=True):
         np.testing.assert_array_equal(b1, b2)
     np.testing.assert_array_equal(lazy.history_.to_dict()["val_loss"], direct.history_.to_dict()["val_loss"])
@@ -141,7 +144,7 @@ def test_distributed_in_process_cluster(model, data):
         result = sdx.impute(model, lazy_copy(data, dense=False))
         expected, detected = dask.compute(result["expected"], result["detected"])
         lazy = lazy_copy(data, dense=True)
-        sdi.pp.deepimpute(lazy, **FAST)  # fit (reads the training cells through the cluster) and lazy layers
+        sdi.pp.deepimpute(lazy, **NET)  # fit (reads the training cells through the cluster) and lazy layers
         imputed = lazy.layers["imputed"].compute()
     ref = model.impute(data)
     np.testing.assert_allclose(expected, ref["expected"], rtol=1e-6)
@@ -181,7 +184,7 @@ def _fit_and_stream(src, out, chunk: int):
 
     X = read_elem_lazy(zarr.open_group(str(src), mode="r")["X"], chunks=(chunk, 100))
     names = [f"g{j}" for j in range(X.shape[1])]
-    model = sdx.fit(sdi.DeepImpute(**FAST), X, var_names=names, train_size=2000)
+    model = sdx.fit(sdi.DeepImpute(**NET), X, var_names=names, train_size=2000)
     sdx.impute_to_zarr(model, X, out, var_names=names)
     return model
 
@@ -218,3 +221,13 @@ def test_peak_memory_is_bounded_by_chunks_not_by_the_matrix(tmp_path):
         ref = model.impute(rows, var_names=model.var_names_)
         np.testing.assert_allclose(g["imputed"][start : start + chunk], ref["expected"], rtol=1e-6)
         np.testing.assert_allclose(g["imputed_detected"][start : start + chunk], ref["detected"], rtol=1e-6)
+
+
+def test_neighbourhood_is_searched_within_each_row_chunk(data):
+    """With a neighbourhood, each row chunk is imputed as the in-memory model imputes that chunk alone."""
+    model = sdi.DeepImpute(**FAST, neighbors=10, neighbor_weight=0.5).fit(data)
+    lazy = sdx.impute(model, lazy_copy(data, dense=False, chunk=100), fills=("detected",))["detected"]
+    chunks = [model.impute(data[i : i + 100], fills=("detected",))["detected"] for i in range(0, data.n_obs, 100)]
+    np.testing.assert_allclose(sdx.to_memory(lazy), np.concatenate(chunks), rtol=1e-6)
+    whole = model.impute(data, fills=("detected",))["detected"]
+    assert np.abs(np.concatenate(chunks) - whole).max() > 1e-3  # the neighbourhoods differ from the whole data's

@@ -8,8 +8,11 @@ How the work is split (see :mod:`scdeepimpute.dask`):
   subsample. Gene statistics (mean, variance, VMR), the gene-gene correlations behind predictor
   selection, the library-size centring and the overflow guard are all computed on those training
   cells, exactly as the in-memory ``fit(..., train_size=...)`` computes them on its subsample.
-* **Prediction** is row-independent: ``map_blocks`` over row chunks calls the fitted model's
-  :meth:`~scdeepimpute.DeepImpute.impute` on each block. The model travels in the graph as one
+* **Prediction** works block by block: ``map_blocks`` over row chunks calls the fitted model's
+  :meth:`~scdeepimpute.DeepImpute.impute` on each block. The network is row-independent; a model with a
+  neighbourhood (``neighbors > 0`` and a non-zero ``neighbor_weight_``) searches each cell's neighbours
+  *within its row chunk* (PCA and kNN of that block), so results depend on the chunking and equal the
+  in-memory run only for one chunk; chunks of a few thousand cells keep neighbourhoods meaningful. The model travels in the graph as one
   small object (its saved weights and config as bytes, serialised only when the graph is pickled,
   e.g. for ``dask.distributed``), and each process loads it once and caches it.
 """
@@ -183,7 +186,8 @@ def impute(
 ) -> dict[str, da.Array]:
     """Lazy imputation of dask-backed counts: ``{fill: dask array}``, one ``map_blocks`` over row chunks.
 
-    Each output has the input's row chunks and all genes in one column chunk (float32). Nothing is
+    Each output has the input's row chunks and all genes in one column chunk (float32); a neighbourhood is
+    searched within each row chunk (see the module notes). Nothing is
     computed here; ``.compute()``, ``dask.compute(*result.values())`` or :func:`store` run it. All
     fills come from one graph: compute or store them *together* to run the network once per block.
 
