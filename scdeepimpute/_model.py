@@ -14,12 +14,12 @@ from scipy import sparse
 
 from . import _logging as logg
 from . import _params, _persist
-from ._fills import Fill, Policy, check_fills, default_fills, detected_log1p, fill_chunk
+from ._fills import Fill, Policy, check_fills, default_fills, fill_chunk
 from ._input import counts_and_names, gene_indices
 from ._layout import batch, batch_loader, log_library
 from ._params import takes_hyperparameters
 from ._selection import select_predictors, split_targets
-from ._utils import check_random_state, dense_rows, gene_stats, is_dask, to_memory
+from ._utils import check_random_state, dense_rows, gene_stats, is_dask, max_value, to_memory, training_cells
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -189,7 +189,7 @@ class DeepImpute:
         p = self.params
         t0 = time.perf_counter()
 
-        cells = _training_cells(X.shape[0], train_size, rng)
+        cells = training_cells(X.shape[0], train_size, rng)
         n_val = max(1, round(p["validation_fraction"] * cells.size))
         if cells.size < MIN_CELLS or cells.size - n_val < max(n_val, 10):
             msg = (
@@ -227,7 +227,7 @@ class DeepImpute:
         net, trainer = network_and_trainer(layout, p, self.random_state, strategy=strategy)
         order = rng.permutation(cells.size)
         val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
-        log_max = float(np.log1p(_max_value(Xfit)))
+        log_max = float(np.log1p(max_value(Xfit)))
         log_lib = log_library(Xfit)
         library_mean = float(log_lib.mean())
         covariates = (log_lib - library_mean)[:, None] if p["library_size"] else None
@@ -271,27 +271,9 @@ class DeepImpute:
 
     def _calibrate(self, Xfit, hidden) -> None:
         """Choose ``neighbor_weight_`` and fill ``calibration_`` on the ``hidden`` entries of the training cells."""
-        from ._neighbors import calibrate
+        from ._neighbors import calibrate_model
 
-        def network_log1p(raw):
-            value, prob = self._heads(raw)
-            return detected_log1p(value, prob, zero_fraction=self._target_zero_fraction(), log_max=self.log_max_)
-
-        self.neighbor_weight_, self.calibration_ = calibrate(
-            network_log1p,
-            Xfit,
-            hidden,
-            self._target_genes(),
-            n_neighbors=self.params["neighbors"],
-            weight=self.params["neighbor_weight"],
-            random_state=self.random_state,
-            rows_per_chunk=PREDICT_ROWS,
-        )
-        c = self.calibration_
-        logg.info(
-            f"    neighbourhood weight {self.neighbor_weight_:.2f}; on {c['n_entries']} hidden non-zeros: MSE "
-            f"{c['blend_mse']:.4f} (network alone {c['network_mse']:.4f}), Pearson {c['blend_pearson']:.3f}"
-        )
+        self.neighbor_weight_, self.calibration_ = calibrate_model(self, Xfit, hidden, rows_per_chunk=PREDICT_ROWS)
 
     # -------------------------------------------------------------- predict
     @property
@@ -407,54 +389,19 @@ class DeepImpute:
         return value, None if prob is None else prob.reshape(raw.shape[0], -1)[:, valid]
 
     def _neighbourhood(self, X, target_genes: np.ndarray):
-        """Build the neighbourhood of the cells of ``X`` (the data imputed); ``None`` where it has no weight."""
-        if self.params["neighbors"] == 0 or self.neighbor_weight_ == 0 or X.shape[0] < 2:
-            return None
-        from ._neighbors import N_PCS, fit_neighbourhood
+        """The neighbourhood of the cells of ``X`` (the data imputed); ``None`` where it has no weight."""
+        from ._neighbors import model_neighbourhood
 
-        return fit_neighbourhood(
-            X, columns=target_genes, n_neighbors=self.params["neighbors"], n_pcs=N_PCS, random_state=self.random_state
-        )
+        return model_neighbourhood(self, X, target_genes)
 
     #: Largest fraction of the model's input genes that may be missing from new data.
     max_missing_fraction = 0.5
 
     def _impute_transfer(self, X, names: pd.Index, *, policy: Policy, fills) -> dict[str, np.ndarray]:
-        """Impute data whose genes differ from the training genes, aligning them by name.
+        """Impute data whose genes differ from the training genes (:func:`~scdeepimpute._transfer.impute_transfer`)."""
+        from ._transfer import impute_transfer
 
-        Genes the model reads but ``data`` lacks are treated as zero (warning with their number; an
-        error when more than :attr:`max_missing_fraction` are missing). Genes of ``data`` unknown
-        to the model pass through unchanged.
-        """
-        if not names.is_unique:
-            msg = "var_names of `data` are not unique; call adata.var_names_make_unique() first."
-            raise ValueError(msg)
-        position = names.get_indexer(self.var_names_)  # for every model gene, its column in data or -1
-        used = self.layout_.columns
-        missing = int((position[used] < 0).sum())
-        if missing > self.max_missing_fraction * used.size:
-            msg = (
-                f"{missing} of the {used.size} genes the model reads are missing from `data` "
-                f"(more than {self.max_missing_fraction:.0%}); the model does not fit these data."
-            )
-            raise ValueError(msg)
-        if missing:
-            logg.warning(
-                f"{missing} of the {used.size} genes the model reads are missing from `data`; using 0 for them."
-            )
-        present = np.flatnonzero(position >= 0)
-        select = sparse.csr_matrix(
-            (np.ones(present.size, np.float32), (position[present], present)), shape=(names.size, self.var_names_.size)
-        )
-        aligned = X @ select  # cells x model genes, zeros where missing
-        result = self._impute_matrix(aligned, self.var_names_, policy=policy, fills=fills)
-        out = {}
-        for fill, values in result.items():
-            # always a new array: for dense float32 input dense_rows(X) would be the caller's own matrix
-            full = X.toarray().astype(np.float32, copy=False) if sparse.issparse(X) else np.array(X, dtype=np.float32)
-            full[:, position[present]] = values[:, present]
-            out[fill] = full
-        return out
+        return impute_transfer(self, X, names, policy=policy, fills=fills)
 
     # ---------------------------------------------------------- persistence
     def save(self, path: str | Path, *, overwrite: bool = False) -> None:
@@ -475,22 +422,3 @@ class DeepImpute:
     def __repr__(self) -> str:
         state = "unfitted" if self.network_ is None else f"{len(self.blocks_)} blocks, {self.targets_.size} targets"
         return f"DeepImpute(preset={self.preset!r}, {state})"
-
-
-def _training_cells(n: int, train_size, rng: np.random.Generator) -> np.ndarray:
-    if train_size is None:
-        return np.arange(n)
-    if isinstance(train_size, float | np.floating) and 0 < train_size <= 1:
-        k = round(train_size * n)
-    elif isinstance(train_size, int | np.integer) and train_size >= 1:
-        k = min(int(train_size), n)
-    else:
-        msg = f"train_size must be a fraction in (0, 1] or a number of cells, got {train_size!r}."
-        raise ValueError(msg)
-    return np.sort(rng.choice(n, size=k, replace=False))
-
-
-def _max_value(X) -> float:
-    if sparse.issparse(X):
-        return float(X.max()) if X.nnz else 0.0
-    return float(np.max(X)) if X.size else 0.0

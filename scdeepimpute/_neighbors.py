@@ -287,3 +287,39 @@ def calibrate(
     truth = np.log1p(entries.values)
     w = choose_weight(truth, network, neighbourhood) if weight == "auto" else float(weight)
     return w, calibration_report(entries, network, neighbourhood, w, n_genes=X.shape[1])
+
+
+# ------------------------------------------------------------------ the fitted model's side
+def model_neighbourhood(model, X, target_genes: np.ndarray):
+    """The neighbourhood of the cells of ``X`` for ``model``'s targets; ``None`` where it has no weight."""
+    if model.params["neighbors"] == 0 or model.neighbor_weight_ == 0 or X.shape[0] < 2:
+        return None
+    return fit_neighbourhood(
+        X, columns=target_genes, n_neighbors=model.params["neighbors"], n_pcs=N_PCS, random_state=model.random_state
+    )
+
+
+def calibrate_model(model, Xfit, hidden: CalibrationEntries, *, rows_per_chunk: int) -> tuple[float, dict]:
+    """``(neighbor_weight_, calibration_)`` of a just-trained ``model`` from the ``hidden`` entries of ``Xfit``."""
+    from . import _logging as logg
+    from ._fills import detected_log1p
+
+    def network_log1p(raw):
+        value, prob = model._heads(raw)
+        return detected_log1p(value, prob, zero_fraction=model._target_zero_fraction(), log_max=model.log_max_)
+
+    weight, report = calibrate(
+        network_log1p,
+        Xfit,
+        hidden,
+        model._target_genes(),
+        n_neighbors=model.params["neighbors"],
+        weight=model.params["neighbor_weight"],
+        random_state=model.random_state,
+        rows_per_chunk=rows_per_chunk,
+    )
+    logg.info(
+        f"    neighbourhood weight {weight:.2f}; on {report['n_entries']} hidden non-zeros: MSE "
+        f"{report['blend_mse']:.4f} (network alone {report['network_mse']:.4f}), Pearson {report['blend_pearson']:.3f}"
+    )
+    return weight, report

@@ -175,3 +175,25 @@ def check_random_state(random_state) -> np.random.Generator:
     if isinstance(random_state, np.random.RandomState):
         return np.random.default_rng(random_state.randint(2**31 - 1))
     return np.random.default_rng(random_state)
+
+
+def max_value(X) -> float:
+    """Largest value of a dense or sparse matrix (0 when empty)."""
+    if sparse.issparse(X):
+        return float(X.max()) if X.nnz else 0.0
+    return float(np.max(X)) if X.size else 0.0
+
+
+
+def training_cells(n: int, train_size, rng: np.random.Generator) -> np.ndarray:
+    """The training cells: all ``n``, or ``train_size`` of them (a fraction or a number) drawn without replacement."""
+    if train_size is None:
+        return np.arange(n)
+    if isinstance(train_size, float | np.floating) and 0 < train_size <= 1:
+        k = round(train_size * n)
+    elif isinstance(train_size, int | np.integer) and train_size >= 1:
+        k = min(int(train_size), n)
+    else:
+        msg = f"train_size must be a fraction in (0, 1] or a number of cells, got {train_size!r}."
+        raise ValueError(msg)
+    return np.sort(rng.choice(n, size=k, replace=False))

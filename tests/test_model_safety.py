@@ -461,6 +461,8 @@ HYPERPARAMETER_VALUES = {
     "library_size": False,
     "value_loss": "weighted",
     "precision": "float32",
+    "neighbors": 10,
+    "neighbor_weight": 0.5,
 }
 TRAINING_ONLY = {
     **HYPERPARAMETER_VALUES,
