@@ -82,7 +82,7 @@ def simulate_to_zarr(path: Path, n_cells: int, held: tuple[int, int], gen_chunk:
     import pandas as pd
     import zarr
 
-    from scdeepimpute.datasets._simulate import simulate_chunks
+    from scdeepimpute.datasets import simulate_chunks
     from scdeepimpute.tl import mask_counts
 
     t0 = time.perf_counter()

@@ -4,10 +4,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import sparse, special, stats
+from scipy import sparse, stats
 
-from scdeepimpute.datasets import simulate
-from scdeepimpute.datasets._simulate import SPLAT_DEFAULTS, _logistic, simulate_chunks
+from scdeepimpute.datasets import simulate, simulate_chunks
+from scdeepimpute.datasets._splat import SPLAT_DEFAULTS
 
 
 @pytest.fixture(scope="module")
@@ -124,11 +124,6 @@ def test_bcv_mean_variance_trend():
     assert abs(np.median(ratio) - 1) < 0.05
     # library sizes: expected ~ exp(11) counts per cell
     assert abs(np.log(T.sum(1).mean()) - 11) < 0.05
-
-
-def test_dropout_logistic_matches_expit():
-    x = np.linspace(-5, 5, 11)
-    np.testing.assert_allclose(_logistic(x, 1.0, -0.5), special.expit(-0.5 * (x - 1.0)))
 
 
 def test_dropout_rate_increases_with_mid():
