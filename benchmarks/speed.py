@@ -79,9 +79,9 @@ def prepare(row: str, *, min_cells: int = 3) -> Path:
         what = "sdi.datasets.simulate(n_obs=10000, n_vars=15000, random_state=0)"
     else:
         sys.path.insert(0, str(HERE))
-        from accuracy import load_raw
+        import _common as C
 
-        a, _ = load_raw(row)
+        a, _ = C.load_dataset(row, min_detection=0.0)
         what = f"{row}, all genes detected in >= {min_cells} cells"
     a.X = sparse.csr_matrix(a.X, dtype=np.float32)
     a = a[:, np.diff(a.X.tocsc().indptr) >= min_cells].copy()
