@@ -87,7 +87,11 @@ def run_cell(  # noqa: PLR0913
     a, labels = cell_input(name, depth, scheme, max_cells=max_cells)
     magic_kwargs = {"solver": "approximate"} if a.n_vars > MAGIC_EXACT_MAX_GENES else {}
     peer_df = sdi.tl.compare(
-        a, methods=list(peers), method_kwargs={"magic": magic_kwargs}, mask_key="masked", random_state=0,
+        a,
+        methods=list(peers),
+        method_kwargs={"magic": magic_kwargs},
+        mask_key="masked",
+        random_state=0,
         on_error="warn",
     )
     peer_df["seed"] = 0
@@ -98,7 +102,9 @@ def run_cell(  # noqa: PLR0913
         t0 = time.perf_counter()
         out = sdi.tl.impute_deepimpute(
             ad.AnnData(X.copy(), obs=pd.DataFrame(index=a.obs_names), var=pd.DataFrame(index=a.var_names)),
-            output="both", random_state=seed, **(ours_kwargs or {}),
+            output="both",
+            random_state=seed,
+            **(ours_kwargs or {}),
         )
         elapsed = time.perf_counter() - t0
         rows = []
@@ -178,11 +184,19 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(C.DATASETS))
     parser.add_argument("--depths", default="1,0.2,0.1", help="fractions of molecules kept")
     parser.add_argument("--schemes", default="curve,uniform")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..n-1 of our fit (and clustering); 1 keeps "
-                        "the whole grid within an hour here (estimate in RESULTS_accuracy.md), 3 does not")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="seeds 0..n-1 of our fit (and clustering); 1 keeps "
+        "the whole grid within an hour here (estimate in RESULTS_accuracy.md), 3 does not",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test: see the module docstring")
-    parser.add_argument("--out", default=None, help="markdown file whose 'stress' section is replaced (a "
-                        ".stress.csv of the long rows goes beside it)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="markdown file whose 'stress' section is replaced (a .stress.csv of the long rows goes beside it)",
+    )
     args = parser.parse_args()
     kw: dict = {}
     if args.quick:
@@ -208,14 +222,17 @@ def main() -> None:
     text = (
         "Masked MSE / Pearson (log1p) per method, mean over seeds:\n\n" + markdown(per_method(df)) + "\n\n"
         "Margins (`imputed_detected` minus the best other MSE; minus MAGIC's Pearson; `imputed` ARI minus raw):\n\n"
-        + markdown(margins(df)) + f"\n\nTotal wall time {wall:.0f} s.\n"
+        + markdown(margins(df))
+        + f"\n\nTotal wall time {wall:.0f} s.\n"
     )
     print(text)
     if args.out:
         info = C.machine_info()
         cmd = " ".join(["python benchmarks/accuracy.py", *sys.argv[1:]])
-        head = (f"## Accuracy stress grid (issue 14)\n\n{info['date']}, commit {info['commit']}, {info['cpu']}. "
-                f"Command: `{cmd}`. Protocol: the module docstring of `benchmarks/accuracy.py`.\n\n")
+        head = (
+            f"## Accuracy stress grid (issue 14)\n\n{info['date']}, commit {info['commit']}, {info['cpu']}. "
+            f"Command: `{cmd}`. Protocol: the module docstring of `benchmarks/accuracy.py`.\n\n"
+        )
         C.write_section(Path(args.out), "stress", head + text)
         df.to_csv(Path(args.out).with_suffix(".stress.csv"), index=False)
         print(f"wrote {args.out}")
