@@ -141,8 +141,15 @@ def masked_speed_data(n_cells: int, n_genes: int, cache: Path = CACHE):
         res = mask_counts(X, n_masked=10, random_state=0)
         Xm = sparse.csr_matrix(res.X)
         folder.mkdir(parents=True, exist_ok=True)
-        arrays = {"data": Xm.data, "indices": Xm.indices, "indptr": Xm.indptr, "shape": np.asarray(Xm.shape),
-                  "rows": res.obs_idx, "cols": res.var_idx, "truth": res.values}
+        arrays = {
+            "data": Xm.data,
+            "indices": Xm.indices,
+            "indptr": Xm.indptr,
+            "shape": np.asarray(Xm.shape),
+            "rows": res.obs_idx,
+            "cols": res.var_idx,
+            "truth": res.values,
+        }
         for k, v in arrays.items():
             np.save(folder / f"{k}.npy", v)
     z = {k: np.load(folder / f"{k}.npy") for k in names}
@@ -165,8 +172,10 @@ class Blocks:
 
     def forward_flops_per_cell(self, hidden: int, detection_head: bool = False) -> int:
         """Multiply-add flops (2 per MAC) of one cell's forward pass over the real (unpadded) block sizes."""
-        per = [2 * len(p) * hidden + 2 * hidden * len(b) * (2 if detection_head else 1)
-               for b, p in zip(self.blocks, self.predictors, strict=True)]
+        per = [
+            2 * len(p) * hidden + 2 * hidden * len(b) * (2 if detection_head else 1)
+            for b, p in zip(self.blocks, self.predictors, strict=True)
+        ]
         return int(sum(per))
 
 
@@ -200,8 +209,9 @@ def split_cells(n: int, fraction: float = 0.05, seed: int = 0) -> tuple[np.ndarr
 
 
 # --------------------------------------------------------------------------- the original's structure
-def build_branches(blocks: Blocks, *, hidden: int = 256, dropout: float = 0.2, learning_rate: float = 1e-4,
-                   seed: int = 0):
+def build_branches(
+    blocks: Blocks, *, hidden: int = 256, dropout: float = 0.2, learning_rate: float = 1e-4, seed: int = 0
+):
     """The authors' network: one Keras functional model with one Input and one branch per block.
 
     ``Input(P_k) -> Dense(hidden, relu) -> Dropout -> Dense(S_k, softplus)``, Keras default initialisers
@@ -312,10 +322,12 @@ def machine_info() -> dict[str, str]:
     except OSError:
         pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                check=False).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "scdeepimpute"], capture_output=True,
-                               text=True, check=False).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "scdeepimpute"], capture_output=True, text=True, check=False
+        ).stdout.strip()
         commit += " (scdeepimpute/ modified)" if dirty else ""
     except OSError:
         commit = "unknown"

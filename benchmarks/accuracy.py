@@ -1,6 +1,6 @@
 """Stress grid of masked accuracy (issue 14 item 1): every public set x depth x masking scheme, with the margins.
 
-Grid: each public scRNA-seq set in ../shared/data (``DATASETS``; the FISH table is not scRNA-seq) at full depth
+Grid: each public scRNA-seq set in ../shared/data (``_common.DATASETS``; the FISH table is not scRNA-seq) at full depth
 and binomially thinned to 20% and 10% of its molecules (``thin``: every non-zero count ``c`` becomes
 ``Binomial(c, p)``, seed 0; the shallow regime), x two masking schemes of ``sdi.tl.mask`` (``curve``: the paper's,
 non-zeros drawn by the fitted dropout curve; ``uniform``: every non-zero alike, the flat-curve regime).
@@ -41,60 +41,14 @@ import scdeepimpute as sdi
 
 warnings.filterwarnings("ignore")
 sc.settings.verbosity = 0
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-#: name -> (file under ../shared/data, labels column, (obs column, value) that keeps the singlets)
-DATASETS = {
-    "pbmc4k_2100": ("pbmc4k_2100/pbmc4k_2100.h5ad", "cell_type", None),
-    "pbmc3k_ds30": ("pbmc3k_ds30/pbmc3k_ds30.h5ad", "cell_type", None),
-    "mouse1m_10k": ("mouse1m_10k/mouse1m_10k.h5ad", None, None),
-    "celseq2": ("cellbench/sc_celseq2.h5ad", "cell_line", ("demuxlet_cls", "SNG")),
-    "dropseq": ("cellbench/sc_dropseq.h5ad", "cell_line", None),
-    "celseq2_5cl_p1": ("cellbench/sc_celseq2_5cl_p1.h5ad", "cell_line_demuxlet", ("demuxlet_cls", "SNG")),
-    "zeisel_200": ("zeisel_200/zeisel_200.h5ad", None, None),
-}
+# _common is a sibling script, not a package: importable once this folder is on sys.path
+sys.path.insert(0, str(Path(__file__).parent))
+import _common as C  # noqa: E402
 
 #: Above this many genes MAGIC runs with ``solver="approximate"`` (the exact solver took too long on ~15k genes).
 MAGIC_EXACT_MAX_GENES = 5000
 PEERS = ("none", "nzmean", "knn", "magic")
 OURS = ("imputed", "imputed_detected")
-
-
-def load_raw(name: str) -> tuple[ad.AnnData, str | None]:
-    """Counts (CSR float32, every gene) and the labels column of a public set."""
-    path, labels, keep = DATASETS[name]
-    a = ad.read_h5ad(SHARED / path)
-    if keep is not None:
-        a = a[a.obs[keep[0]] == keep[1]].copy()
-    if labels is not None and labels not in a.obs:
-        labels = "cell_type" if "cell_type" in a.obs else None
-    a.var_names_make_unique()
-    a.X = sparse.csr_matrix(a.X, dtype=np.float32)
-    return a, labels
-
-
-def load(name: str) -> tuple[ad.AnnData, str | None]:
-    """A public set at full depth, genes detected in >= 5% of cells (the experiments' entry point)."""
-    a, labels = load_raw(name)
-    detected = np.asarray((a.X > 0).mean(axis=0)).ravel() >= 0.05
-    return a[:, detected].copy(), labels
-
-
-def masked_input(name: str):
-    """``load(name)`` masked by the fitted curve (seed 0): ``(CSR masked counts, uns['masked'])``."""
-    a, _ = load(name)
-    sdi.tl.mask(a, random_state=0)
-    return sparse.csr_matrix(a.layers["masked"]), a.uns["masked"]
-
-
-def fill_scores(model, X, info, fills=("detected", "expected")) -> list[float]:
-    """Masked MSE and Pearson (log1p) of each of ``model``'s fills on ``X``: [mse, pearson] per fill."""
-    out = model.impute(X, fills=fills)
-    row = []
-    for fill in fills:
-        r = sdi.tl.masked_metrics(info["values"], out[fill][info["obs_idx"], info["var_idx"]])
-        row += [r["mse"], r["pearson"]]
-    return row
 
 
 def thin(X: sparse.csr_matrix, p: float, seed: int = 0) -> sparse.csr_matrix:
@@ -110,7 +64,7 @@ def thin(X: sparse.csr_matrix, p: float, seed: int = 0) -> sparse.csr_matrix:
 
 def cell_input(name: str, depth: float, scheme: str, *, max_cells: int | None = None) -> tuple[ad.AnnData, str | None]:
     """One grid cell's data: thinned, genes detected in >= 5% of cells, masked (``layers/uns['masked']``)."""
-    a, labels = load_raw(name)
+    a, labels = C.load_dataset(name, min_detection=0.0)  # every gene: the 5% filter runs after thinning
     if max_cells is not None and a.n_obs > max_cells:
         a = a[np.random.default_rng(0).choice(a.n_obs, max_cells, replace=False)].copy()
     a.X = thin(a.X, depth)
@@ -133,7 +87,11 @@ def run_cell(  # noqa: PLR0913
     a, labels = cell_input(name, depth, scheme, max_cells=max_cells)
     magic_kwargs = {"solver": "approximate"} if a.n_vars > MAGIC_EXACT_MAX_GENES else {}
     peer_df = sdi.tl.compare(
-        a, methods=list(peers), method_kwargs={"magic": magic_kwargs}, mask_key="masked", random_state=0,
+        a,
+        methods=list(peers),
+        method_kwargs={"magic": magic_kwargs},
+        mask_key="masked",
+        random_state=0,
         on_error="warn",
     )
     peer_df["seed"] = 0
@@ -144,7 +102,9 @@ def run_cell(  # noqa: PLR0913
         t0 = time.perf_counter()
         out = sdi.tl.impute_deepimpute(
             ad.AnnData(X.copy(), obs=pd.DataFrame(index=a.obs_names), var=pd.DataFrame(index=a.var_names)),
-            output="both", random_state=seed, **(ours_kwargs or {}),
+            output="both",
+            random_state=seed,
+            **(ours_kwargs or {}),
         )
         elapsed = time.perf_counter() - t0
         rows = []
@@ -221,23 +181,31 @@ def markdown(table: pd.DataFrame) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--datasets", default=",".join(C.DATASETS))
     parser.add_argument("--depths", default="1,0.2,0.1", help="fractions of molecules kept")
     parser.add_argument("--schemes", default="curve,uniform")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..n-1 of our fit (and clustering); 1 keeps "
-                        "the whole grid within an hour here (estimate in RESULTS_accuracy.md), 3 does not")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="seeds 0..n-1 of our fit (and clustering); 1 keeps "
+        "the whole grid within an hour here (estimate in RESULTS_accuracy.md), 3 does not",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test: see the module docstring")
-    parser.add_argument("--out", default=None, help="markdown file whose 'stress' section is replaced (a "
-                        ".stress.csv of the long rows goes beside it)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="markdown file whose 'stress' section is replaced (a .stress.csv of the long rows goes beside it)",
+    )
     args = parser.parse_args()
     kw: dict = {}
     if args.quick:
         args.datasets, args.depths, args.schemes, args.seeds = "pbmc4k_2100", "1", "curve", 1
         kw = {"peers": ("none", "nzmean", "knn"), "ours_kwargs": {"max_epochs": 3}, "max_cells": 200}
     names = args.datasets.split(",")
-    missing = [n for n in names if not (SHARED / DATASETS[n][0]).exists()]
+    missing = [n for n in names if not C.dataset_available(n)]
     if missing:
-        print(f"skipping {missing}: not found under {SHARED}")
+        print(f"skipping {missing}: not found under {C.SHARED}")
         names = [n for n in names if n not in missing]
     start = time.perf_counter()
     frames = []
@@ -254,17 +222,17 @@ def main() -> None:
     text = (
         "Masked MSE / Pearson (log1p) per method, mean over seeds:\n\n" + markdown(per_method(df)) + "\n\n"
         "Margins (`imputed_detected` minus the best other MSE; minus MAGIC's Pearson; `imputed` ARI minus raw):\n\n"
-        + markdown(margins(df)) + f"\n\nTotal wall time {wall:.0f} s.\n"
+        + markdown(margins(df))
+        + f"\n\nTotal wall time {wall:.0f} s.\n"
     )
     print(text)
     if args.out:
-        sys.path.insert(0, str(Path(__file__).parent))
-        import _common as C
-
         info = C.machine_info()
         cmd = " ".join(["python benchmarks/accuracy.py", *sys.argv[1:]])
-        head = (f"## Accuracy stress grid (issue 14)\n\n{info['date']}, commit {info['commit']}, {info['cpu']}. "
-                f"Command: `{cmd}`. Protocol: the module docstring of `benchmarks/accuracy.py`.\n\n")
+        head = (
+            f"## Accuracy stress grid (issue 14)\n\n{info['date']}, commit {info['commit']}, {info['cpu']}. "
+            f"Command: `{cmd}`. Protocol: the module docstring of `benchmarks/accuracy.py`.\n\n"
+        )
         C.write_section(Path(args.out), "stress", head + text)
         df.to_csv(Path(args.out).with_suffix(".stress.csv"), index=False)
         print(f"wrote {args.out}")

@@ -71,8 +71,9 @@ SIM_DESCRIPTION = (
 
 
 # --------------------------------------------------------------------------- simulation
-def simulate_to_zarr(path: Path, n_cells: int, held: tuple[int, int], gen_chunk: int = GEN_CHUNK,
-                     seed: int = SEED) -> dict:
+def simulate_to_zarr(
+    path: Path, n_cells: int, held: tuple[int, int], gen_chunk: int = GEN_CHUNK, seed: int = SEED
+) -> dict:
     """Write the simulated counts (held-aside block masked) as an AnnData zarr store; return a summary.
 
     ``held`` starts and ends on multiples of ``gen_chunk`` (or at the last cell): its chunks are gathered and
@@ -82,7 +83,7 @@ def simulate_to_zarr(path: Path, n_cells: int, held: tuple[int, int], gen_chunk:
     import pandas as pd
     import zarr
 
-    from scdeepimpute.datasets._simulate import simulate_chunks
+    from scdeepimpute.datasets import simulate_chunks
     from scdeepimpute.tl import mask_counts
 
     t0 = time.perf_counter()

@@ -184,8 +184,16 @@ def fmt(df: pd.DataFrame, cols: list[str], digits: int = 3) -> str:
 
 def git_commit() -> str:
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "scdeepimpute", "benchmarks/paper.py"], cwd=ROOT, capture_output=True, text=True, check=True)
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "scdeepimpute", "benchmarks/paper.py"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return sha.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -223,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     sc.settings.verbosity = 0
     pd.set_option("display.width", 160)
     t_start = time.perf_counter()
-    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     commit = git_commit()  # at the start: other work may be committed while this runs
     report = []
 
@@ -247,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
             cols = ["mse", "pearson", "median_mse_gene", "median_mse_cell"]
             cols += [c for c in wide.columns if c.startswith("p_")] + ["time_s"]
             title = f"### {name}: {inf['shape'][0]} cells x {inf['shape'][1]} genes, {inf['n_masked']} masked entries"
-            print("\n" + title + "\n" + wide[[c for c in cols if c in wide]].to_string(float_format=lambda v: f"{v:.4g}"))
+            print(
+                "\n" + title + "\n" + wide[[c for c in cols if c in wide]].to_string(float_format=lambda v: f"{v:.4g}")
+            )
             report.append(title + "\n\n" + fmt(wide, cols) + "\n")
 
     if not args.skip_fig5:
@@ -258,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         wide = wide.reindex(list(dict.fromkeys(df5["method"])))
         cols = ["ari", "ami", "fmi", "silhouette", "de_auc", "de_auc_ranked_only", "mse", "pearson", "time_s"]
         title = (
-            f"## Fig. 5: Splatter-style simulation (`simulate(preset=\"paper\")`, seed 0), "
+            f'## Fig. 5: Splatter-style simulation (`simulate(preset="paper")`, seed 0), '
             f"{info5['shape'][0]} cells x {info5['shape'][1]} genes"
         )
         print("\n" + title + "\n" + wide[cols].to_string(float_format=lambda v: f"{v:.4g}"))
@@ -282,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
             f"- Date: {started}",
             f"- Commit: {commit} (at start)",
             f"- CPU: {cpu()} (machine shared with other jobs; timings are indicative)",
-            f"- Python {platform.python_version()}; scdeepimpute {version('scdeepimpute')}, scanpy {version('scanpy')}, "
-            f"anndata {version('anndata')}, tensorflow {version('tensorflow')}, scikit-learn {version('scikit-learn')}",
+            f"- Python {platform.python_version()}; scdeepimpute {version('scdeepimpute')}, "
+            f"scanpy {version('scanpy')}, anndata {version('anndata')}, tensorflow {version('tensorflow')}, "
+            f"scikit-learn {version('scikit-learn')}",
             f"- Command (repository root): `.venv/bin/python benchmarks/paper.py{' --quick' if args.quick else ''}` ("
             f"total wall time {total / 60:.1f} min)",
             "- MAGIC: " + ("included" if _magic_available() else "not installed here, so not run"),

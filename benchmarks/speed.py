@@ -49,8 +49,13 @@ CACHE = Path(os.environ.get("SDI_BENCH_CACHE", "/tmp/scdeepimpute_bench")) / "pe
 OURS = ("default", "paper")
 PEER_METHODS = ("deepimpute_orig", "magic", "knn")
 METHODS = (*OURS, *PEER_METHODS)
-NAMES = {"default": "scdeepimpute default", "paper": "scdeepimpute preset='paper'",
-         "deepimpute_orig": "DeepImpute 1.2", "magic": "MAGIC 3.0", "knn": "kNN smoothing"}
+NAMES = {
+    "default": "scdeepimpute default",
+    "paper": "scdeepimpute preset='paper'",
+    "deepimpute_orig": "DeepImpute 1.2",
+    "magic": "MAGIC 3.0",
+    "knn": "kNN smoothing",
+}
 SYNTH = {"synth1k": 1000, "synth10k": 10_000, "synth50k": 50_000, "synth_quick": 300}
 
 
@@ -69,8 +74,23 @@ def prepare(row: str, *, min_cells: int = 3) -> Path:
     if row in SYNTH:
         genes = 600 if row == "synth_quick" else 3000
         raw = folder / "raw.h5ad"
-        subprocess.run([sys.executable, str(PEERS / "make_synth.py"), "--cells", str(SYNTH[row]), "--genes",
-                        str(genes), "--groups", "5", "--seed", "0", "--out", str(raw)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(PEERS / "make_synth.py"),
+                "--cells",
+                str(SYNTH[row]),
+                "--genes",
+                str(genes),
+                "--groups",
+                "5",
+                "--seed",
+                "0",
+                "--out",
+                str(raw),
+            ],
+            check=True,
+        )
         a = ad.read_h5ad(raw)
         raw.unlink()
         what = f"make_synth.py --cells {SYNTH[row]} --genes {genes} --groups 5 --seed 0"
@@ -79,9 +99,9 @@ def prepare(row: str, *, min_cells: int = 3) -> Path:
         what = "sdi.datasets.simulate(n_obs=10000, n_vars=15000, random_state=0)"
     else:
         sys.path.insert(0, str(HERE))
-        from accuracy import load_raw
+        import _common as C
 
-        a, _ = load_raw(row)
+        a, _ = C.load_dataset(row, min_detection=0.0)
         what = f"{row}, all genes detected in >= {min_cells} cells"
     a.X = sparse.csr_matrix(a.X, dtype=np.float32)
     a = a[:, np.diff(a.X.tocsc().indptr) >= min_cells].copy()
@@ -93,8 +113,11 @@ def prepare(row: str, *, min_cells: int = 3) -> Path:
     np.savez(folder / "mask.npz", obs_idx=m["obs_idx"], var_idx=m["var_idx"], values=m["values"])
     ad.AnnData(sparse.csr_matrix(a.layers["masked"]), obs=a.obs[[]], var=a.var[[]]).write_h5ad(folder / "input.h5ad")
     zeros = 1 - a.X.nnz / (a.n_obs * a.n_vars)
-    (folder / "meta.json").write_text(json.dumps({"what": what, "cells": a.n_obs, "genes": a.n_vars,
-                                                  "zeros": zeros, "n_masked": int(m["values"].size)}))
+    (folder / "meta.json").write_text(
+        json.dumps(
+            {"what": what, "cells": a.n_obs, "genes": a.n_vars, "zeros": zeros, "n_masked": int(m["values"].size)}
+        )
+    )
     return folder
 
 
@@ -131,9 +154,16 @@ def worker(preset: str, folder: Path, seed: int, max_epochs: int | None) -> dict
     peak = vm_hwm_mb()  # before the scoring below
     det = score(folder, out["detected"])
     exp = score(folder, out["expected"]) if "expected" in out else det
-    return {"fit_s": fit_s, "predict_s": predict_s, "total_s": fit_s + predict_s, "peak_rss_mb": peak,
-            "epochs": int(model.history_.stopped_epoch), **det,
-            "imputed_mse": exp["mse"], "imputed_pearson": exp["pearson"]}
+    return {
+        "fit_s": fit_s,
+        "predict_s": predict_s,
+        "total_s": fit_s + predict_s,
+        "peak_rss_mb": peak,
+        "epochs": int(model.history_.stopped_epoch),
+        **det,
+        "imputed_mse": exp["mse"],
+        "imputed_pearson": exp["pearson"],
+    }
 
 
 def vm_hwm_mb() -> float:
@@ -163,8 +193,20 @@ def run_method(method: str, folder: Path, seed: int, *, max_epochs: int | None, 
     else:
         py = PEERS_PYTHON if PEERS_PYTHON.exists() else Path(sys.executable)  # kNN runs in either
         out_path = folder / f"out_{method}_{seed}.h5ad"
-        cmd = [str(py), "-c", _PEER_WRAPPER, str(PEERS / "run_peer.py"), "--method", method,
-               "--input", str(folder / "input.h5ad"), "--output", str(out_path), "--seed", str(seed)]
+        cmd = [
+            str(py),
+            "-c",
+            _PEER_WRAPPER,
+            str(PEERS / "run_peer.py"),
+            "--method",
+            method,
+            "--input",
+            str(folder / "input.h5ad"),
+            "--output",
+            str(out_path),
+            "--seed",
+            str(seed),
+        ]
     rc, log, wall = _child(cmd, timeout)
     res = {"method": method, "seed": seed, "rc": rc, "process_s": wall}
     if rc != 0:
@@ -184,9 +226,16 @@ def run_method(method: str, folder: Path, seed: int, *, max_epochs: int | None, 
     wall_s = float(re.search(r"^WALL \S+ ([\d.]+)", log, re.MULTILINE).group(1))
     peer = dict(b.uns["peer"])
     peak = float(re.search(r"^VMHWM_KB (\d+)", log, re.MULTILINE).group(1)) / 1024
-    return {**res, "fit_s": None, "predict_s": None, "total_s": wall_s, "peak_rss_mb": peak,
-            "epochs": peer.get("trained_epochs"),
-            "adam_lr": peer.get("adam_lr"), **score(folder, Y)}
+    return {
+        **res,
+        "fit_s": None,
+        "predict_s": None,
+        "total_s": wall_s,
+        "peak_rss_mb": peak,
+        "epochs": peer.get("trained_epochs"),
+        "adam_lr": peer.get("adam_lr"),
+        **score(folder, Y),
+    }
 
 
 def _child(cmd: list[str], timeout: float | None) -> tuple[int, str, float]:
@@ -205,42 +254,78 @@ def _f(x, spec: str) -> str:
 
 def tables(rows: list[dict], meta: dict[str, dict]) -> str:
     """Per data row: the defaults table (with ratios) and the like-for-like line, as markdown."""
-    header = ["method", "fit s", "predict s", "total s", "epochs", "peak RSS MB", "masked MSE", "masked Pearson",
-              "process s", "`imputed` MSE / Pearson"]
+    header = [
+        "method",
+        "fit s",
+        "predict s",
+        "total s",
+        "epochs",
+        "peak RSS MB",
+        "masked MSE",
+        "masked Pearson",
+        "process s",
+        "`imputed` MSE / Pearson",
+    ]
     parts = []
     for name, m in meta.items():
         rs = [r for r in rows if r["row"] == name]
         if not rs:
             continue
-        lines = [f"**{name}**: {m['what']}; {m['cells']} cells x {m['genes']} genes, {m['zeros']:.1%} zeros, "
-                 f"{m['n_masked']} masked entries.", "",
-                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines = [
+            f"**{name}**: {m['what']}; {m['cells']} cells x {m['genes']} genes, {m['zeros']:.1%} zeros, "
+            f"{m['n_masked']} masked entries.",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
         for r in rs:
             if "error" in r:
                 lines.append(f"| {NAMES[r['method']]} (seed {r['seed']}) | failed: {r['error'][-200:]!r} |")
                 continue
-            extra = (f"{r['imputed_mse']:.3f} / {r['imputed_pearson']:.3f}" if "imputed_mse" in r else "")
-            lines.append("| " + " | ".join([
-                f"{NAMES[r['method']]} (seed {r['seed']})", _f(r["fit_s"], ".1f"), _f(r["predict_s"], ".1f"),
-                _f(r["total_s"], ".1f"), _f(r["epochs"], "d"), _f(r["peak_rss_mb"], ".0f"), _f(r["mse"], ".3f"),
-                _f(r["pearson"], ".3f"), _f(r["process_s"], ".0f"), extra]) + " |")
-        t = {meth: np.mean([r["total_s"] for r in rs if r["method"] == meth and "error" not in r])
-             for meth in METHODS if any(r["method"] == meth and "error" not in r for r in rs)}
+            extra = f"{r['imputed_mse']:.3f} / {r['imputed_pearson']:.3f}" if "imputed_mse" in r else ""
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        f"{NAMES[r['method']]} (seed {r['seed']})",
+                        _f(r["fit_s"], ".1f"),
+                        _f(r["predict_s"], ".1f"),
+                        _f(r["total_s"], ".1f"),
+                        _f(r["epochs"], "d"),
+                        _f(r["peak_rss_mb"], ".0f"),
+                        _f(r["mse"], ".3f"),
+                        _f(r["pearson"], ".3f"),
+                        _f(r["process_s"], ".0f"),
+                        extra,
+                    ]
+                )
+                + " |"
+            )
+        t = {
+            meth: np.mean([r["total_s"] for r in rs if r["method"] == meth and "error" not in r])
+            for meth in METHODS
+            if any(r["method"] == meth and "error" not in r for r in rs)
+        }
         ratios = []
         if "default" in t:
             ratios += [f"{t[p] / t['default']:.2f}x vs {NAMES[p]}, defaults" for p in PEER_METHODS if p in t]
         lines += ["", "scdeepimpute default, time ratio (peer / ours): " + ("; ".join(ratios) or "n/a")]
         if "paper" in t and "deepimpute_orig" in t:
-            lines.append(f"Like-for-like, scdeepimpute preset='paper' {t['paper']:.1f} s: "
-                         f"{t['deepimpute_orig'] / t['paper']:.2f}x vs DeepImpute 1.2, like-for-like")
+            lines.append(
+                f"Like-for-like, scdeepimpute preset='paper' {t['paper']:.1f} s: "
+                f"{t['deepimpute_orig'] / t['paper']:.2f}x vs DeepImpute 1.2, like-for-like"
+            )
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", default="synth1k,synth10k,synth50k,pbmc4k_2100,pbmc3k_ds30,mouse1m_10k,celseq2,"
-                    "dropseq,celseq2_5cl_p1,zeisel_200,sim10k_15k")
+    ap.add_argument(
+        "--rows",
+        default="synth1k,synth10k,synth50k,pbmc4k_2100,pbmc3k_ds30,mouse1m_10k,celseq2,"
+        "dropseq,celseq2_5cl_p1,zeisel_200,sim10k_15k",
+    )
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--max-epochs", type=int, default=None, help="cap on our epochs (default: the preset's)")
@@ -262,8 +347,11 @@ def main(argv=None) -> None:
     if not PEERS_PYTHON.exists():
         dropped = [m for m in methods if m in ("deepimpute_orig", "magic")]
         methods = [m for m in methods if m not in dropped]
-        print(f"NOTE: no peers environment at {PEERS_PYTHON} (set $PEERS_PYTHON; ../shared/peers/README.md "
-              f"builds it): {', '.join(dropped) or 'no peer'} skipped; kNN runs with this Python.", flush=True)
+        print(
+            f"NOTE: no peers environment at {PEERS_PYTHON} (set $PEERS_PYTHON; ../shared/peers/README.md "
+            f"builds it): {', '.join(dropped) or 'no peer'} skipped; kNN runs with this Python.",
+            flush=True,
+        )
     rows, meta = [], {}
     for name in args.rows.split(","):
         t0 = time.perf_counter()
@@ -286,9 +374,11 @@ def main(argv=None) -> None:
 
         info = C.machine_info()
         cmd = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
-        head = (f"## Against the real peers (issue 15)\n\n{info['date']}, commit {info['commit']}, {info['cpu']}, "
-                f"TF {info['tensorflow']} / Keras {info['keras']}. Command: `{cmd}`. Protocol: the module docstring "
-                "of `benchmarks/speed.py`.\n\n")
+        head = (
+            f"## Against the real peers (issue 15)\n\n{info['date']}, commit {info['commit']}, {info['cpu']}, "
+            f"TF {info['tensorflow']} / Keras {info['keras']}. Command: `{cmd}`. Protocol: the module docstring "
+            "of `benchmarks/speed.py`.\n\n"
+        )
         C.write_section(Path(args.out), "peers", head + text)
         print(f"written to {args.out}")
 

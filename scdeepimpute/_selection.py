@@ -22,7 +22,7 @@ def dispersion(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
 
 
 def rank_genes(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
-    """Indices of genes with non-zero variance, by decreasing ``var / (1 + mean)`` (ties: lower index first)."""
+    """Return gene indices with non-zero variance, by decreasing ``var / (1 + mean)`` (ties: lower index first)."""
     metric = dispersion(mean, var)
     eligible = np.flatnonzero(metric > 0)
     order = np.argsort(-metric[eligible], kind="stable")
@@ -122,6 +122,7 @@ def _cross_products(X, groups: list[np.ndarray], mean: np.ndarray) -> tuple[list
     symmetric = centred and 8 * n_genes**2 <= GRAM_BYTES and 2 * sum(c.size for c in groups) >= n_genes
     if symmetric:
         from scipy.linalg import blas
+
         gram = np.zeros((n_genes, n_genes), dtype=np.float64)
     else:
         out = [np.zeros((n_genes, cols.size), dtype=np.float64) for cols in groups]

@@ -85,7 +85,8 @@ def test_cell_mode_default_skips_cells_below_50(scheme):
     X = _counts(n_obs=100, n_vars=200, seed=2)
     X[:30, 40:] = 0  # shallow cells: fewer than 50 non-zeros
     nnz = (X > 0).sum(1)
-    assert (nnz < 50).any() and (nnz >= 50).any()
+    assert (nnz < 50).any()
+    assert (nnz >= 50).any()
     res = tl.mask_counts(X, mode="cell", scheme=scheme, random_state=0)
     np.testing.assert_array_equal(np.bincount(res.obs_idx, minlength=100), np.where(nnz >= 50, 10, 0))
 
@@ -145,7 +146,8 @@ def test_mask_writes_layer_and_uns(sim, layer, scheme):
     assert m["params"]["scheme"] == scheme
     assert set(m) >= {"obs_idx", "var_idx", "values", "curve", "n_skipped", "params"}
     assert m["params"]["layer"] == ("X" if layer is None else layer)
-    assert sparse.issparse(a.layers["m"]) and a.layers["m"].dtype == np.float32
+    assert sparse.issparse(a.layers["m"])
+    assert a.layers["m"].dtype == np.float32
     now = a.X if layer is None else a.layers["counts"]
     assert (now != before).nnz == 0  # input untouched
     assert a.layers["m"].nnz == before.nnz - m["values"].size
@@ -153,7 +155,9 @@ def test_mask_writes_layer_and_uns(sim, layer, scheme):
 
 def test_mask_copy(sim):
     out = tl.mask(sim, copy=True, random_state=0)
-    assert "masked" in out.layers and "masked" not in sim.layers and "masked" not in sim.uns
+    assert "masked" in out.layers
+    assert "masked" not in sim.layers
+    assert "masked" not in sim.uns
 
 
 def test_masked_metrics_against_sklearn_and_scipy():
@@ -185,10 +189,12 @@ def test_masked_scores_perfect_and_zero(sim):
     tl.mask(a, random_state=0)
     a.layers["perfect"] = a.X.copy()  # the unmasked truth
     s = tl.masked_scores(a, layer="perfect")
-    assert s["mse"] == 0 and s["pearson"] == pytest.approx(1.0)
+    assert s["mse"] == 0
+    assert s["pearson"] == pytest.approx(1.0)
     z = tl.masked_scores(a, layer="masked")
     assert z["mse"] == pytest.approx(np.mean(np.log1p(a.uns["masked"]["values"].astype(float)) ** 2))
-    assert isinstance(z["mse_per_gene"], pd.Series) and z["mse_per_gene"].index.isin(a.var_names).all()
+    assert isinstance(z["mse_per_gene"], pd.Series)
+    assert z["mse_per_gene"].index.isin(a.var_names).all()
     assert len(z["mse_per_gene"]) == np.unique(a.uns["masked"]["var_idx"]).size
     a.layers["dense"] = a.X.toarray()
     assert tl.masked_scores(a, layer="dense")["mse"] == 0

@@ -40,7 +40,8 @@ def _close():
 def test_masked_scatter(bench, kind):
     a, _ = bench
     fig = pl.masked_scatter(a, layers=["masked", "nzmean"], kind=kind)
-    assert isinstance(fig, Figure) and len([x for x in fig.axes if x.get_visible() and x.get_title()]) == 2
+    assert isinstance(fig, Figure)
+    assert len([x for x in fig.axes if x.get_visible() and x.get_title()]) == 2
     s = tl.masked_scores(a, layer="nzmean")
     assert f"MSE {s['mse']:.3f}" in fig.axes[1].get_title()
     _, ax = plt.subplots()
@@ -81,4 +82,5 @@ def test_de_roc(bench):
     res = {"raw": tl.de_scores(a, n_genes=50), "nzmean": tl.de_scores(a, layer="nzmean", n_genes=50)}
     fig = pl.de_roc(res)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert labels[0] == f"raw (AUC {res['raw']['auc']:.3f})" and len(labels) == 2
+    assert labels[0] == f"raw (AUC {res['raw']['auc']:.3f})"
+    assert len(labels) == 2

@@ -86,7 +86,9 @@ def test_split_targets_is_seeded():
 def test_split_targets_user_genes_and_errors():
     X = make_counts(60, 30, seed=3)
     mean, var = mean_var(X)
-    split = split_targets(mean, var, min_vmr=0.5, subset_size=512, genes=np.array([1, 2, 5, 7]), rng=np.random.default_rng(0))
+    split = split_targets(
+        mean, var, min_vmr=0.5, subset_size=512, genes=np.array([1, 2, 5, 7]), rng=np.random.default_rng(0)
+    )
     assert set(split.targets) == {1, 2, 5, 7}
     with pytest.raises(ValueError, match="min_vmr"):
         split_targets(mean, var, min_vmr=1e9, subset_size=8, rng=np.random.default_rng(0))

@@ -4,10 +4,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import sparse, special, stats
+from scipy import sparse, stats
 
-from scdeepimpute.datasets import simulate
-from scdeepimpute.datasets._simulate import SPLAT_DEFAULTS, _logistic, simulate_chunks
+from scdeepimpute.datasets import simulate, simulate_chunks
+from scdeepimpute.datasets._splat import SPLAT_DEFAULTS
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +23,19 @@ def paper_sim():
 def test_structure(groups_sim):
     a = groups_sim
     assert a.shape == (600, 3000)
-    assert sparse.isspmatrix_csr(a.X) and a.X.dtype == np.float32
-    assert sparse.isspmatrix_csr(a.layers["true_counts"]) and a.layers["true_counts"].dtype == np.float32
+    assert sparse.isspmatrix_csr(a.X)
+    assert a.X.dtype == np.float32
+    assert sparse.isspmatrix_csr(a.layers["true_counts"])
+    assert a.layers["true_counts"].dtype == np.float32
     assert a.obs["group"].dtype == "category"
     assert a.obs["group"].cat.categories.tolist() == ["Group1", "Group2", "Group3"]
     for g in ["Group1", "Group2", "Group3"]:
         assert a.var[f"is_de_{g}"].dtype == bool
         np.testing.assert_array_equal(a.var[f"is_de_{g}"], a.var[f"de_fac_{g}"] != 1)
     p = a.uns["simulate"]["params"]
-    assert p["dropout_type"] == "experiment" and p["preset"] == "none" and p["random_state"] == 1
+    assert p["dropout_type"] == "experiment"
+    assert p["preset"] == "none"
+    assert p["random_state"] == 1
     np.testing.assert_allclose(p["group_prob"], [0.2, 0.3, 0.5])
 
 
@@ -87,7 +91,8 @@ def test_paper_preset(paper_sim):
     assert stats.chisquare(counts, expected).pvalue > 1e-3
     # explicit arguments override the preset
     b = simulate(preset="paper", n_obs=30, n_vars=60, random_state=0)
-    assert b.shape == (30, 60) and b.uns["simulate"]["params"]["dropout_shape"] == -0.5
+    assert b.shape == (30, 60)
+    assert b.uns["simulate"]["params"]["dropout_shape"] == -0.5
 
 
 def test_distributions_match_splat(paper_sim):
@@ -124,11 +129,6 @@ def test_bcv_mean_variance_trend():
     assert abs(np.median(ratio) - 1) < 0.05
     # library sizes: expected ~ exp(11) counts per cell
     assert abs(np.log(T.sum(1).mean()) - 11) < 0.05
-
-
-def test_dropout_logistic_matches_expit():
-    x = np.linspace(-5, 5, 11)
-    np.testing.assert_allclose(_logistic(x, 1.0, -0.5), special.expit(-0.5 * (x - 1.0)))
 
 
 def test_dropout_rate_increases_with_mid():

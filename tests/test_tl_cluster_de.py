@@ -53,18 +53,24 @@ def test_cluster_writes_and_matches_label_count(clustered):
     assert a.obsm["X_umap_counts"].shape == (a.n_obs, 2)
     assert a.obsm["X_pca_counts"].shape[0] == a.n_obs
     u = a.uns["cluster_counts"]
-    assert u["n_clusters"] == 3 and u["params"]["n_clusters_target"] == 3 and u["params"]["layer"] == "counts"
-    assert u["trace"].shape[1] == 2 and u["trace"][-1, 1] == 3  # the search stops at the first hit
+    assert u["n_clusters"] == 3
+    assert u["params"]["n_clusters_target"] == 3
+    assert u["params"]["layer"] == "counts"
+    assert u["trace"].shape[1] == 2
+    assert u["trace"][-1, 1] == 3  # the search stops at the first hit
     s = tl.clustering_scores(a, labels_key="group", layer="counts")
-    assert s["ari"] > 0.9 and s["silhouette"] > 0.2
+    assert s["ari"] > 0.9
+    assert s["silhouette"] > 0.2
     assert s["silhouette_pca"] == pytest.approx(metrics.silhouette_score(a.obsm["X_pca_counts"], a.obs["group"]))
     assert s["ari"] == pytest.approx(metrics.adjusted_rand_score(a.obs["group"], a.obs["leiden_counts"]))
 
 
 def test_cluster_fixed_resolution_copy_and_seed(sim):
     out = tl.cluster(sim, resolution=0.5, key_added="r05", copy=True, random_state=0)
-    assert "leiden_r05" in out.obs and "leiden_r05" not in sim.obs
-    assert out.uns["cluster_r05"]["resolution"] == 0.5 and out.uns["cluster_r05"]["trace"].size == 0
+    assert "leiden_r05" in out.obs
+    assert "leiden_r05" not in sim.obs
+    assert out.uns["cluster_r05"]["resolution"] == 0.5
+    assert out.uns["cluster_r05"]["trace"].size == 0
     again = tl.cluster(sim, resolution=0.5, key_added="r05", copy=True, random_state=0)
     np.testing.assert_array_equal(out.obs["leiden_r05"], again.obs["leiden_r05"])
     np.testing.assert_allclose(out.obsm["X_umap_r05"], again.obsm["X_umap_r05"])
@@ -85,7 +91,8 @@ def test_de_scores_table_and_auc(sim):
     t = res["table"]
     assert len(t) == 3 * sim.n_vars
     assert (t.groupby("group")["ranked"].sum() == 100).all()
-    assert (t.loc[~t["ranked"], "score"] == 0).all() and t["score"].between(0, 1).all()
+    assert (t.loc[~t["ranked"], "score"] == 0).all()
+    assert t["score"].between(0, 1).all()
     assert res["auc"] == pytest.approx(metrics.roc_auc_score(t["is_de"], t["score"]))
     for g, auc in res["auc_per_group"].items():
         sub = t[t["group"] == g]
@@ -127,7 +134,8 @@ def test_work_copy_clips_negatives_and_keeps_input(sim):
     from scdeepimpute.tl._cluster import _work_copy
 
     w = _work_copy(a, "neg")
-    assert (w.X >= 0).all() and np.array_equal(a.layers["neg"], before)
+    assert (w.X >= 0).all()
+    assert np.array_equal(a.layers["neg"], before)
     assert sparse.issparse(_work_copy(a, None).X)
     assert (w.obs_names == a.obs_names).all()
 
@@ -136,7 +144,8 @@ def test_compare_clustering_de_and_store(sim):
     """tl.compare's clustering and DE rows (here, where UMAP's numba compilation is already paid)."""
     a = sim.copy()
     df = tl.compare(a, methods=["none", "nzmean"], labels_key="group", store=True, dataset="sim")
-    assert df.columns.tolist() == ["dataset", "method", "metric", "value"] and (df["dataset"] == "sim").all()
+    assert df.columns.tolist() == ["dataset", "method", "metric", "value"]
+    assert (df["dataset"] == "sim").all()
     wide = df.pivot(index="method", columns="metric", values="value")
     assert {"ari", "ami", "fmi", "silhouette", "de_auc", "time_s"} <= set(wide.columns)  # DE auto-detected
     assert "mse" not in wide.columns

@@ -44,12 +44,14 @@ def test_impute_knn_averages_within_tight_groups():
     labels = np.repeat(np.arange(3), 40)
     X = (centers[labels] * rng.uniform(0.95, 1.05, size=(120, 60))).astype(np.float32)
     out = tl.impute_knn(ad.AnnData(X), n_neighbors=10)
-    assert out.shape == X.shape and out.dtype == np.float32
+    assert out.shape == X.shape
+    assert out.dtype == np.float32
     for g in range(3):
         rel = np.abs(out[labels == g] - X[labels == g].mean(0)) / X[labels == g].mean(0)
         assert np.median(rel) < 0.03
     # rows are averages of 10 cells (self + 9 neighbours): totals stay in range
-    assert np.all(out.sum(1) <= X.sum(1).max() + 1e-3) and np.all(out.sum(1) >= X.sum(1).min() - 1e-3)
+    assert np.all(out.sum(1) <= X.sum(1).max() + 1e-3)
+    assert np.all(out.sum(1) >= X.sum(1).min() - 1e-3)
 
 
 def test_compare_masked_metrics(masked):
@@ -64,7 +66,8 @@ def test_compare_masked_metrics(masked):
     wide = df.pivot(index="method", columns="metric", values="value")
     assert set(wide.columns) == {"mse", "pearson", "time_s"}
     assert (wide["time_s"] >= 0).all()
-    assert wide.loc["oracle", "mse"] == 0 and wide.loc["oracle", "pearson"] == pytest.approx(1.0)
+    assert wide.loc["oracle", "mse"] == 0
+    assert wide.loc["oracle", "pearson"] == pytest.approx(1.0)
     assert wide.loc["none", "mse"] == pytest.approx(tl.masked_scores(masked, layer="masked")["mse"])
     m = masked.copy()
     m.layers["nz"] = tl.impute_nzmean(_inp(masked))
@@ -94,7 +97,9 @@ def test_compare_errors_and_skips(masked, monkeypatch):
         tl.compare(masked, methods=["none"], mask_key="absent")
     with pytest.raises(ValueError, match="expected"):
         tl.compare(masked, methods={"bad": lambda a: np.zeros((2, 2))}, mask_key="masked")
-    df = tl.compare(masked, methods={"bad": lambda a: np.zeros((2, 2)), "none": "none"}, mask_key="masked", on_error="warn")
+    df = tl.compare(
+        masked, methods={"bad": lambda a: np.zeros((2, 2)), "none": "none"}, mask_key="masked", on_error="warn"
+    )
     assert set(df["method"]) == {"none"}
     monkeypatch.setattr(_compare, "_magic_available", lambda: False)
     df = tl.compare(masked, methods=["magic", "none"], mask_key="masked")
@@ -104,7 +109,8 @@ def test_compare_errors_and_skips(masked, monkeypatch):
 def test_impute_magic_needs_package(masked):
     pytest.importorskip("magic")
     out = tl.impute_magic(_inp(masked))
-    assert out.shape == masked.shape and np.all(out >= 0)
+    assert out.shape == masked.shape
+    assert np.all(out >= 0)
 
 
 @pytest.mark.parametrize("output", ["imputed", "detected", "both"])
@@ -114,7 +120,9 @@ def test_impute_deepimpute(masked, output):
     out = tl.impute_deepimpute(inp, output=output, random_state=0, **FAST)
     arrays = out.values() if output == "both" else [out]
     for Y in arrays:
-        assert Y.shape == masked.shape and Y.dtype == np.float32 and np.isfinite(Y).all()
+        assert Y.shape == masked.shape
+        assert Y.dtype == np.float32
+        assert np.isfinite(Y).all()
     assert (inp.X != before).nnz == 0
     if output == "both":
         assert set(out) == {"imputed", "detected"}
@@ -130,4 +138,5 @@ def test_compare_runs_deepimpute(masked):
         method_kwargs={"deepimpute": {"output": "both", **FAST}},
     )
     assert set(df["method"]) == {"deepimpute_imputed", "deepimpute_detected"}
-    assert isinstance(df, pd.DataFrame) and df["value"].notna().all()
+    assert isinstance(df, pd.DataFrame)
+    assert df["value"].notna().all()

@@ -32,7 +32,8 @@ def test_gini_hand_examples():
     assert tl.gini([0, 0, 0, 4]) == pytest.approx(0.75)  # (n - 1) / n
     assert tl.gini([1, 2, 3, 4]) == pytest.approx(0.25)  # sum |xi - xj| = 20; 20 / (2 * 16 * 2.5)
     assert tl.gini([1, np.nan, 2, 3, 4]) == pytest.approx(0.25)  # NaN ignored
-    assert np.isnan(tl.gini([0, 0])) and np.isnan(tl.gini([np.nan]))
+    assert np.isnan(tl.gini([0, 0]))
+    assert np.isnan(tl.gini([np.nan]))
     with pytest.raises(ValueError, match="non-negative"):
         tl.gini([-1, 2])
 
@@ -158,7 +159,8 @@ def test_real_melanoma_fish_gini():
     fish_pos.X = np.clip(X, 0, None)  # a "method" must not carry the sentinel
     res = tl.fish_compare(fish, {"fish": fish_pos})
     g = res["gini"]["FISH"]
-    assert len(g) == 25 and "GAPDH" not in g.index
+    assert len(g) == 25
+    assert "GAPDH" not in g.index
     assert g.between(0, 1).all()
     # independent recomputation with pandas: -1 -> NaN, GAPDH quantile filter, scaling, Lorenz-curve Gini
     df = pd.DataFrame(X.astype(np.float64), columns=fish.var_names).replace(-1, np.nan)

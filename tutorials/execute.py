@@ -18,6 +18,8 @@ for name in names:
     path = here / name
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    nbclient.NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(here)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(here)}}
+    ).execute()
     nbformat.write(nb, path)
     print(f"{name}: {time.perf_counter() - start:.0f} s")

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from ._example import example
-from ._simulate import simulate
+from ._simulate import simulate, simulate_chunks
 
-__all__ = ["example", "simulate"]
+__all__ = ["example", "simulate", "simulate_chunks"]

@@ -26,7 +26,7 @@ def _name(layer: str | None, key_added: str | None) -> str:
 
 
 def _work_copy(adata: AnnData, layer: str | None) -> AnnData:
-    """A bare AnnData holding a float32 copy of ``layer`` (dense or CSR), with the same obs names."""
+    """Make a bare AnnData holding a float32 copy of ``layer`` (dense or CSR), with the same obs names."""
     import anndata as ad
     from scipy import sparse
 
@@ -196,7 +196,9 @@ def cluster(  # noqa: PLR0913
     name = _name(layer, key_added)
     start = logg.info(f"clustering {name!r} (Seurat-like pipeline + Leiden)")
     work = _work_copy(adata, layer)
-    info = _seurat_embedding(work, n_top_genes=n_top_genes, n_pcs=n_pcs, n_neighbors=n_neighbors, random_state=random_state)
+    info = _seurat_embedding(
+        work, n_top_genes=n_top_genes, n_pcs=n_pcs, n_neighbors=n_neighbors, random_state=random_state
+    )
     target = n_clusters
     if target is None and labels_key is not None:
         target = int(pd.Series(adata.obs[labels_key]).nunique())
@@ -317,4 +319,3 @@ def clustering_scores(
     out = clustering_metrics(labels, adata.obs[ckey].to_numpy(), adata.obsm[ekey])
     out["silhouette_pca"] = _silhouette(adata.obsm[pkey], labels)
     return out
-

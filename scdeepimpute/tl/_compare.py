@@ -176,21 +176,13 @@ def compare(  # noqa: PLR0913, PLR0912, PLR0915
     rows: list[tuple[str, str, float]] = []
     for name, f in funcs.items():
         start = logg.info(f"compare: running {name!r}")
-        try:
-            outputs, elapsed = _run(name, f, X, adata)
-        except Exception as e:
-            if on_error == "raise":
-                raise
-            logg.warning(f"compare: method {name!r} failed: {type(e).__name__}: {e}")
+        ran = _run_or_warn(name, f, X, adata, on_error=on_error)
+        if ran is None:
             continue
+        outputs, elapsed = ran
         if mcv:
-            try:
-                train_outputs, _ = _run(name, f, mcv_X, adata)
-            except Exception as e:
-                if on_error == "raise":
-                    raise
-                logg.warning(f"compare: method {name!r} failed on the MCV train part: {type(e).__name__}: {e}")
-                train_outputs = {}
+            ran = _run_or_warn(name, f, mcv_X, adata, on_error=on_error, part=" on the MCV train part")
+            train_outputs = {} if ran is None else ran[0]
         for out_name, Y in outputs.items():
             rows += _score(
                 adata,
@@ -233,6 +225,19 @@ def _run(name: str, f: Method, X, adata: AnnData) -> tuple[dict[str, np.ndarray]
     elapsed = time.perf_counter() - t0
     outputs = {f"{name}_{k}": v for k, v in result.items()} if isinstance(result, Mapping) else {name: result}
     return {k: _as_dense(k, v, adata.shape) for k, v in outputs.items()}, elapsed
+
+
+def _run_or_warn(
+    name: str, f: Method, X, adata: AnnData, *, on_error: str, part: str = ""
+) -> tuple[dict[str, np.ndarray], float] | None:
+    """:func:`_run`, or None after a warning when the method fails and ``on_error="warn"``."""
+    try:
+        return _run(name, f, X, adata)
+    except Exception as e:
+        if on_error == "raise":
+            raise
+        logg.warning(f"compare: method {name!r} failed{part}: {type(e).__name__}: {e}")
+        return None
 
 
 def _as_dense(name: str, Y, shape: tuple[int, int]) -> np.ndarray:

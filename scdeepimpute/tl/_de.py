@@ -79,7 +79,10 @@ def de_scores(  # noqa: PLR0913
     names = [str(g) for g in groups.cat.categories]
     missing = [f"{truth_prefix}{g}" for g in names if f"{truth_prefix}{g}" not in adata.var]
     if missing:
-        msg = f"no true DE flags for groups: {missing} not in adata.var (expected boolean columns '{truth_prefix}<group>')."
+        msg = (
+            f"no true DE flags for groups: {missing} not in adata.var "
+            f"(expected boolean columns '{truth_prefix}<group>')."
+        )
         raise KeyError(msg)
     start = logg.info(f"DE t-test on {'X' if layer is None else layer!r} ({len(names)} groups)")
     work = _work_copy(adata, layer)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import optimize, sparse
+from scipy import optimize, sparse, special
 
 from .._utils import as_supported
 
 
 def _logistic(x, x0, k):
-    """``1 / (1 + exp(-k (x - x0)))``, Splatter's dropout logistic."""
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-k * (np.asarray(x, dtype=np.float64) - x0)))
+    """``1 / (1 + exp(-k (x - x0)))``, Splatter's dropout logistic, in the ``f(x, *params)`` form ``curve_fit`` fits."""
+    return special.expit(k * (np.asarray(x, dtype=np.float64) - x0))
 
 
 def _gene_nnz_sum(X) -> tuple[np.ndarray, np.ndarray]:

@@ -213,7 +213,9 @@ def fish_compare(  # noqa: PLR0913
         Mn, keep = gapdh_normalize(M[:, 1:], M[:, 0], quantiles=quantiles)
         values[m] = pd.DataFrame(Mn, index=ad_.obs_names[keep], columns=genes)
 
-    gini_df = pd.DataFrame({k: gini(v.to_numpy(), axis=0) for k, v in values.items()}, index=pd.Index(genes, name="gene"))
+    gini_df = pd.DataFrame(
+        {k: gini(v.to_numpy(), axis=0) for k, v in values.items()}, index=pd.Index(genes, name="gene")
+    )
     ks = pd.DataFrame(index=pd.Index(genes, name="gene"), columns=names, dtype=np.float64)
     eff = pd.DataFrame(1.0, index=pd.Index(genes, name="gene"), columns=names)
     fish_v = values["FISH"]

@@ -52,7 +52,7 @@ def impute_nzmean(adata: AnnData) -> np.ndarray:
 
 
 def impute_knn(adata: AnnData, *, n_neighbors: int = 15, n_pcs: int = 50, random_state: int = 0) -> np.ndarray:
-    """kNN smoothing: each cell's counts averaged over itself and its nearest neighbours.
+    """Smooth by k nearest neighbours (kNN): each cell's counts averaged over itself and its neighbours.
 
     Neighbours come from :func:`scanpy.pp.neighbors` (exact, ``n_neighbors`` including the cell itself) on
     the PCA of ``normalize_total`` + ``log1p`` data; the raw counts of those cells are averaged with equal
