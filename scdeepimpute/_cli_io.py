@@ -13,7 +13,7 @@ class InputError(Exception):
 
 
 def describe(e: BaseException) -> str:
-    """The message of an error, for the one line the command prints."""
+    """Return the message of an error, for the one line the command prints."""
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     if isinstance(e, FileNotFoundError) and e.filename:
         msg = f"file not found: {e.filename}"

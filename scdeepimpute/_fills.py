@@ -21,7 +21,7 @@ POLICIES: tuple[str, ...] = ("restore", "all", "max")
 
 
 def default_fills(detection_head: bool) -> tuple[Fill, ...]:
-    """The fills a model computes unless told otherwise, the preferred first: both with a detection head."""
+    """Return the fills a model computes unless told otherwise, the preferred first: both with a detection head."""
     return ("expected", "detected") if detection_head else ("detected",)
 
 
@@ -119,7 +119,7 @@ def _poisson_table() -> tuple[np.ndarray, np.ndarray]:
 
 
 def poisson_log1p_if_detected(p: np.ndarray) -> np.ndarray:
-    """The log1p count a gene has when detected, from its detection probability alone (Poisson link).
+    """Return the log1p count a gene has when detected, from its detection probability alone (Poisson link).
 
     With X ~ Poisson(lambda) and P(X > 0) = p, lambda = -log(1 - p); returns E[log1p X | X > 0]
     (``log 2`` as p -> 0, growing with p). p is clipped to ``1 - P_MAX_GAP``; the expectation is read

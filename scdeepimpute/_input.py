@@ -25,7 +25,7 @@ def counts_and_names(
     strict: bool = False,
     what: str = "input",
 ) -> tuple[object, pd.Index]:
-    """The counts matrix of ``data`` and its gene names (as strings), its values checked.
+    """Return the counts matrix of ``data`` and its gene names (as strings), its values checked.
 
     Parameters
     ----------

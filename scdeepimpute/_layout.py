@@ -64,7 +64,7 @@ def log_library(X) -> np.ndarray:
 
 
 def batch_loader(X, layout: BlockLayout, covariates: np.ndarray | None):
-    """A function ``rows -> batch`` for the training loop: the :func:`batch` of ``X[rows]``.
+    """Return a function ``rows -> batch`` for the training loop: the :func:`batch` of ``X[rows]``.
 
     Only the requested rows are logged and densified, so training holds no copy of the input
     (``benchmarks/RESULTS_speed.md``, memory).

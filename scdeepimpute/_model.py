@@ -209,9 +209,7 @@ class DeepImpute:
         mean, var, detected = gene_stats(Xfit)  # counts are checked non-negative: non-zero = detected
         zero_fraction = 1.0 - detected
         gene_idx = None if genes is None else gene_indices(names, genes)
-        split = split_targets(
-            mean, var, min_vmr=p["min_vmr"], subset_size=p["subset_size"], genes=gene_idx, rng=rng
-        )
+        split = split_targets(mean, var, min_vmr=p["min_vmr"], subset_size=p["subset_size"], genes=gene_idx, rng=rng)
         predictors = select_predictors(Xfit, split.blocks, mean, var, n_predictors=p["n_predictors"])
         logg.info(
             f"    {split.targets.size} target genes in {len(split.blocks)} blocks "
@@ -389,7 +387,7 @@ class DeepImpute:
         return value, None if prob is None else prob.reshape(raw.shape[0], -1)[:, valid]
 
     def _neighbourhood(self, X, target_genes: np.ndarray):
-        """The neighbourhood of the cells of ``X`` (the data imputed); ``None`` where it has no weight."""
+        """Build the neighbourhood of the cells of ``X`` (the data imputed); ``None`` where it has no weight."""
         from ._neighbors import model_neighbourhood
 
         return model_neighbourhood(self, X, target_genes)

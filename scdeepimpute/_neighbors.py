@@ -148,7 +148,7 @@ class CalibrationEntries:
 
 
 def calibration_rng(random_state: int) -> np.random.Generator:
-    """The generator of a fit's calibration entries: a stream of its own, so training draws what it would without."""
+    """Return the generator of a fit's calibration entries: its own stream, so training draws as without it."""
     return np.random.default_rng(np.random.SeedSequence(random_state).spawn(1)[0])
 
 
@@ -291,7 +291,7 @@ def calibrate(
 
 # ------------------------------------------------------------------ the fitted model's side
 def model_neighbourhood(model, X, target_genes: np.ndarray):
-    """The neighbourhood of the cells of ``X`` for ``model``'s targets; ``None`` where it has no weight."""
+    """Build the neighbourhood of the cells of ``X`` for ``model``'s targets; ``None`` where it has no weight."""
     if model.params["neighbors"] == 0 or model.neighbor_weight_ == 0 or X.shape[0] < 2:
         return None
     return fit_neighbourhood(

@@ -18,7 +18,7 @@ DOC_PLACEHOLDER = "{hyperparameters}"
 
 
 def _param(default: Any, *, paper: Any, valid: Callable[[Any], bool], doc: str):
-    """A field of :class:`Hyperparameters`: its ``"default"``-preset value, its ``"paper"``-preset value, check, doc."""
+    """Declare a field of :class:`Hyperparameters`: its value in each preset, its check and its doc line."""
     return dataclasses.field(default=default, metadata={"paper": paper, "valid": valid, "doc": doc})
 
 
@@ -144,7 +144,7 @@ PRESETS: dict[str, dict] = {
 
 
 def hyperparameters(preset: str, overrides: dict) -> dict:
-    """The preset's hyperparameters with the non-``None`` ``overrides``, checked (``ValueError``)."""
+    """Return the preset's hyperparameters with the non-``None`` ``overrides``, checked (``ValueError``)."""
     if preset not in PRESETS:
         msg = f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}."
         raise ValueError(msg)

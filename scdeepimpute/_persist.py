@@ -131,7 +131,7 @@ def _move_into_place(tmp: Path, path: Path, shown: Path, *, replace: bool) -> No
 
 # --------------------------------------------------------------------------- load
 def load(cls: type[DeepImpute], path: str | Path) -> DeepImpute:
-    """A ``cls`` model with the fitted state :func:`save` wrote into the folder ``path``."""
+    """Load a ``cls`` model with the fitted state :func:`save` wrote into the folder ``path``."""
     from ._layout import BlockLayout
     from ._training import History, network_and_trainer
 

@@ -97,9 +97,11 @@ class FusedAdam:
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def apply(self, grads, *, replicated: bool = False) -> None:
-        """One Adam step. ``replicated``: called in a replica context of a ``tf.distribute`` strategy with
-        gradients already all-reduced; each replica updates its own copy of the (mirrored) variables, the
-        step counter included, through their local handles, so all copies stay equal.
+        """Apply one Adam step.
+
+        ``replicated``: called in a replica context of a ``tf.distribute`` strategy with gradients already
+        all-reduced; each replica updates its own copy of the (mirrored) variables, the step counter included,
+        through their local handles, so all copies stay equal.
         """
         if replicated:
             tf.raw_ops.AssignAddVariableOp(resource=self.iterations.handle, value=tf.constant(1, tf.int64))
@@ -326,13 +328,13 @@ class Trainer:
         return history
 
     def predict(self, data: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Value (log1p) and detection probability (``None`` without a detection head), each (cells, blocks, targets)."""
+        """Value (log1p) and detection probability (``None`` without a detection head), (cells, blocks, targets)."""
         outputs = [np.transpose(o.numpy(), (1, 0, 2)) for o in self._predict_chunk(data)]
         return outputs[0], (outputs[1] if len(outputs) > 1 else None)
 
 
 def network_and_trainer(layout, params: dict, seed: int, *, strategy=None) -> tuple[FusedBlocks, Trainer]:
-    """The fused network for ``layout`` and its trainer (variables on ``strategy``'s replicas when given)."""
+    """Build the fused network for ``layout`` and its trainer (variables on ``strategy``'s replicas when given)."""
     with contextlib.nullcontext() if strategy is None else strategy.scope():
         net = FusedBlocks(
             layout,

@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 def impute_transfer(model: DeepImpute, X, names: pd.Index, *, policy: Policy, fills) -> dict[str, np.ndarray]:
     """Impute ``X`` with ``model`` when its genes differ from the training genes, aligning them by name.
 
-    Genes the model reads but ``data`` lacks are treated as zero (warning with their number; an
-    error when more than :attr:`DeepImpute.max_missing_fraction <scdeepimpute.DeepImpute.max_missing_fraction>` are missing). Genes of ``data`` unknown
-    to the model pass through unchanged.
+    Genes the model reads but ``data`` lacks are treated as zero (warning with their number; an error when more
+    than the model's ``max_missing_fraction`` are missing). Genes of ``data`` unknown to the model pass through
+    unchanged.
     """
     if not names.is_unique:
         msg = "var_names of `data` are not unique; call adata.var_names_make_unique() first."
@@ -35,9 +35,7 @@ def impute_transfer(model: DeepImpute, X, names: pd.Index, *, policy: Policy, fi
         )
         raise ValueError(msg)
     if missing:
-        logg.warning(
-            f"{missing} of the {used.size} genes the model reads are missing from `data`; using 0 for them."
-        )
+        logg.warning(f"{missing} of the {used.size} genes the model reads are missing from `data`; using 0 for them.")
     present = np.flatnonzero(position >= 0)
     select = sparse.csr_matrix(
         (np.ones(present.size, np.float32), (position[present], present)), shape=(names.size, model.var_names_.size)

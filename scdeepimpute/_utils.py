@@ -71,7 +71,7 @@ def to_memory(X):
 
 
 def _values(X) -> np.ndarray:
-    """The stored values of ``X``: ``.data`` for sparse input, the whole array otherwise."""
+    """Return the stored values of ``X``: ``.data`` for sparse input, the whole array otherwise."""
     return X.data if sparse.issparse(X) else X
 
 
@@ -95,7 +95,9 @@ def check_counts(X, *, strict: bool = False, what: str = "input") -> bool:
         if vals.size == 0:
             continue
         if not np.all(np.isfinite(vals)):
-            msg = f"{what} contains NaN or infinite values; impute needs finite raw counts (remove or fix those entries)."
+            msg = (
+                f"{what} contains NaN or infinite values; impute needs finite raw counts (remove or fix those entries)."
+            )
             raise ValueError(msg)
         if np.any(vals < 0):
             msg = (
@@ -169,7 +171,7 @@ def dense_rows(X, rows=None, cols=None, dtype=np.float32) -> np.ndarray:
 
 
 def check_random_state(random_state) -> np.random.Generator:
-    """A numpy ``Generator`` from an int seed, a ``Generator`` or ``None``."""
+    """Return a numpy ``Generator`` from an int seed, a ``Generator`` or ``None``."""
     if isinstance(random_state, np.random.Generator):
         return random_state
     if isinstance(random_state, np.random.RandomState):
@@ -184,9 +186,8 @@ def max_value(X) -> float:
     return float(np.max(X)) if X.size else 0.0
 
 
-
 def training_cells(n: int, train_size, rng: np.random.Generator) -> np.ndarray:
-    """The training cells: all ``n``, or ``train_size`` of them (a fraction or a number) drawn without replacement."""
+    """Choose the training cells: all ``n``, or ``train_size`` of them (a fraction or number), without replacement."""
     if train_size is None:
         return np.arange(n)
     if isinstance(train_size, float | np.floating) and 0 < train_size <= 1:

@@ -12,9 +12,9 @@ How the work is split (see :mod:`scdeepimpute.dask`):
   :meth:`~scdeepimpute.DeepImpute.impute` on each block. The network is row-independent; a model with a
   neighbourhood (``neighbors > 0`` and a non-zero ``neighbor_weight_``) searches each cell's neighbours
   *within its row chunk* (PCA and kNN of that block), so results depend on the chunking and equal the
-  in-memory run only for one chunk; chunks of a few thousand cells keep neighbourhoods meaningful. The model travels in the graph as one
-  small object (its saved weights and config as bytes, serialised only when the graph is pickled,
-  e.g. for ``dask.distributed``), and each process loads it once and caches it.
+  in-memory run only for one chunk; chunks of a few thousand cells keep neighbourhoods meaningful. The model
+  travels in the graph as one small object (its saved weights and config as bytes, serialised only when the
+  graph is pickled, e.g. for ``dask.distributed``), and each process loads it once and caches it.
 """
 
 from __future__ import annotations
