@@ -134,24 +134,24 @@ def test_each_input_format(fmt, tmp_path, counts, names, capsys):
 
 
 # --------------------------------------------------------------------------- outputs, layers, model reuse
+def _train(tmp_path_factory, counts, names, folder: str, *options) -> tuple:
+    tmp = tmp_path_factory.mktemp(folder)
+    src = write_h5ad(tmp / "in.h5ad", counts, names)
+    out, model = tmp / "out.h5ad", tmp / "model"
+    assert run("impute", src, "-o", out, "--save-model", model, *options, *FAST) == 0
+    return src, ad.read_h5ad(out), model
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, counts, names):
     """One training run that saves its model and writes an .h5ad: reused by the tests below."""
-    tmp = tmp_path_factory.mktemp("trained")
-    src = write_h5ad(tmp / "in.h5ad", counts, names)
-    out, model = tmp / "out.h5ad", tmp / "model"
-    assert run("impute", src, "-o", out, "--save-model", model, "--seed", "3", *FAST) == 0
-    return src, ad.read_h5ad(out), model
+    return _train(tmp_path_factory, counts, names, "trained", "--seed", "3")
 
 
 @pytest.fixture(scope="module")
 def trained_network(tmp_path_factory, counts, names):
     """Like ``trained``, the network alone (``--neighbors 0``): a chunked run searches neighbours within chunks."""
-    tmp = tmp_path_factory.mktemp("trained_network")
-    src = write_h5ad(tmp / "in.h5ad", counts, names)
-    out, model = tmp / "out.h5ad", tmp / "model"
-    assert run("impute", src, "-o", out, "--save-model", model, "--neighbors", "0", *FAST) == 0
-    return src, ad.read_h5ad(out), model
+    return _train(tmp_path_factory, counts, names, "trained_network", "--neighbors", "0")
 
 
 def test_model_reuse_gives_the_same_layers(trained, tmp_path):
