@@ -683,10 +683,12 @@ def _make_anndata(case) -> tuple[ad.AnnData, ad.AnnData | None]:
     mean = rng.gamma(0.5, 4.0, size=g)[None, :] * rng.lognormal(0, 0.5, size=(n + extra, 1))
     X = rng.poisson(mean) * (rng.random((n + extra, g)) < case["density"])
     X = X.astype(case["dtype"])
+    keep = np.sort(rng.choice(n + extra, size=n, replace=False))  # the cells of the view
     if case["defect"] is not None and X.size:
         if not np.issubdtype(X.dtype, np.floating):
             X = X.astype(np.float64)
-        X[rng.integers(n + extra), rng.integers(g)] = np.nan if case["defect"] == "nan" else -2
+        # in a cell the view keeps: a defect only in the parent's other cells is not one of the input
+        X[rng.choice(keep), rng.integers(g)] = np.nan if case["defect"] == "nan" else -2
     if case["pretrained"]:  # model genes in a random order, then genes the model never saw
         known = list(rng.permutation(_PROPERTY_GENES))[:g]
         names = known + [f"new{i}" for i in range(g - len(known))]
@@ -700,7 +702,6 @@ def _make_anndata(case) -> tuple[ad.AnnData, ad.AnnData | None]:
         a = _adata(M, names)
     if not case["view"]:
         return a, None
-    keep = np.sort(rng.choice(n + extra, size=n, replace=False))
     return a[keep], a
 
 
