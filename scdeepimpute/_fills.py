@@ -1,6 +1,7 @@
 """What fills a zero: fills and policies, the layer of each fill, and the heads' numpy post-processing.
 
-The post-processing turns the network's two heads into counts through a Poisson link.
+The post-processing turns the network's two heads into counts through a Poisson link, and into the expected
+log-normalised expression (the ``"lognorm"`` fill).
 """
 
 from __future__ import annotations
@@ -11,13 +12,18 @@ from typing import Literal
 
 import numpy as np
 
-#: What fills a zero: ``"expected"`` = P(detected) x value-if-detected, ``"detected"`` = value-if-detected.
-Fill = Literal["expected", "detected"]
+#: What fills a zero: ``"expected"`` = P(detected) x value-if-detected, ``"detected"`` = value-if-detected;
+#: ``"lognorm"`` is not a count: the expected ``log1p(normalize_total(target_sum=LOG_TARGET_SUM))`` value.
+Fill = Literal["expected", "detected", "lognorm"]
 #: Which entries of a target gene get the model's value: zeros only, all, or the larger of observed and model.
 Policy = Literal["restore", "all", "max"]
 
-FILLS: tuple[str, ...] = ("expected", "detected")
+FILLS: tuple[str, ...] = ("expected", "detected", "lognorm")
 POLICIES: tuple[str, ...] = ("restore", "all", "max")
+#: Fills that read the detection head.
+_NEED_DETECTION = ("expected", "lognorm")
+#: Counts per cell of the ``"lognorm"`` fill's normalisation (Seurat's and Open Problems' ``1e4``).
+LOG_TARGET_SUM = 1e4
 
 
 def default_fills(detection_head: bool) -> tuple[Fill, ...]:
@@ -47,10 +53,10 @@ def check_fills(fills: Sequence[str], policy: str, *, detection_head: bool) -> N
         raise ValueError(msg)
     for f in fills:
         if f not in FILLS:
-            msg = f"unknown fill {f!r}; use 'expected' or 'detected'."
+            msg = f"unknown fill {f!r}; use one of {', '.join(map(repr, FILLS))}."
             raise ValueError(msg)
-        if f == "expected" and not detection_head:
-            msg = "fill='expected' needs a model trained with detection_head=True; use fill='detected'."
+        if f in _NEED_DETECTION and not detection_head:
+            msg = f"fill={f!r} needs a model trained with detection_head=True; use fill='detected'."
             raise ValueError(msg)
 
 
@@ -76,12 +82,16 @@ def fill_chunk(
     policy: Policy,
     neighbourhood: np.ndarray | None = None,
     weight: float = 0.0,
+    totals: np.ndarray | None = None,
+    dispersion: np.ndarray | None = None,
 ) -> None:
     """Write every fill of one chunk of cells into ``out[fill]`` (views of the output's rows).
 
     ``raw`` holds the chunk's counts (dense, every gene); ``value`` (log1p) and ``prob`` the heads' outputs for
-    ``target_genes``, one column each; non-target genes keep their counts. ``neighbourhood`` (log1p, same shape
-    as ``value``) is blended into the value if detected with ``weight``.
+    ``target_genes``, one column each; non-target genes keep their counts (log-normalised in ``"lognorm"``).
+    ``neighbourhood`` (log1p, same shape as ``value``) is blended into the value if detected with ``weight``.
+    ``totals``: each cell's total count for ``"lognorm"`` (default: the sum of ``raw``'s row); ``dispersion``:
+    its per-target spread of counts around the model (:func:`gene_dispersion`; ``None``: the model alone).
     """
     log_detected = detected_log1p(value, prob, zero_fraction=zero_fraction, log_max=log_max)
     if neighbourhood is not None and weight > 0:
@@ -91,6 +101,12 @@ def fill_chunk(
     detected = np.expm1(log_detected)
     observed = raw[:, target_genes]
     for f, block in out.items():
+        if f == "lognorm":
+            rate = prob * detected
+            if dispersion is not None:
+                rate = posterior_rate(raw[:, target_genes], rate, dispersion)
+            _lognorm_chunk(block, raw, target_genes, rate, totals)
+            continue
         # "expected" = P(detected) x value-if-detected, so it never exceeds the "detected" fill
         estimate = detected if f == "detected" else prob * detected
         if policy == "restore":
@@ -99,6 +115,127 @@ def fill_chunk(
             estimate = np.maximum(observed, estimate)
         block[:] = raw  # a view: written in place, no per-fill copy of the chunk
         block[:, target_genes] = estimate
+
+
+def gene_dispersion(counts: np.ndarray, rate: np.ndarray) -> np.ndarray:
+    """Each gene's spread of ``counts`` around the model's ``rate`` beyond Poisson noise, 1 / Gamma shape.
+
+    Moments of a Gamma-Poisson (negative binomial) with mean ``rate``: E (x - rate)^2 = rate + rate^2 / shape,
+    so ``sum((x - rate)^2 - rate) / sum(rate^2)`` per gene (columns); clipped to ``[1e-6, 1e6]``: from "the
+    model explains the gene" to "only the observed count does".
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    rate = np.asarray(rate, dtype=np.float64)
+    excess = ((counts - rate) ** 2 - rate).sum(axis=0)
+    scale = (rate**2).sum(axis=0)
+    inverse = np.divide(excess, scale, out=np.full(scale.shape, 1e6), where=scale > 0)
+    return np.clip(inverse, 1e-6, 1e6)
+
+
+def posterior_rate(observed: np.ndarray, rate: np.ndarray, dispersion: np.ndarray) -> np.ndarray:
+    """Return the rate given the observed count, under a Gamma prior of mean ``rate`` and 1 / shape ``dispersion``.
+
+    ``(x + a) rate / (rate + a)`` with shape ``a``: the observed count weighs in as ``rate / (rate + a)``, so
+    a deep, well-measured entry keeps close to its count, and a shallow one (or a gene the model explains,
+    small ``dispersion``) close to the model; a zero lowers the rate below the model's.
+    """
+    shape = np.float32(1.0) / np.asarray(dispersion, dtype=np.float32)
+    rate = np.asarray(rate, dtype=np.float32)
+    denominator = rate + shape
+    return np.divide((observed + shape) * rate, denominator, out=np.zeros_like(rate), where=denominator > 0)
+
+
+def _lognorm_chunk(block: np.ndarray, raw: np.ndarray, target_genes, rate: np.ndarray, totals) -> None:
+    """Write the ``"lognorm"`` fill of one chunk: observed log-normalised counts, the model's expectation at targets.
+
+    Every entry of a target gene gets E[log1p(s Y)], Y ~ Poisson(rate), whatever the policy, with ``rate`` the
+    model's combined with the observed count (:func:`posterior_rate`): averaging over the counts a cell could
+    show is what makes the value an estimate of a replicate's log-normalised expression, not of this draw.
+    """
+    scale = _log_scale(raw.sum(axis=1, dtype=np.float64) if totals is None else totals)
+    np.log1p(raw * scale, out=block)
+    block[:, target_genes] = expected_log1p_scaled(rate, scale)
+
+
+def _log_scale(totals) -> np.ndarray:
+    """Each cell's ``LOG_TARGET_SUM / total`` as a float32 column; 0 for a cell without counts."""
+    totals = np.asarray(totals, dtype=np.float64).reshape(-1, 1)
+    # a cell without counts stays all-zero, as scanpy's normalize_total leaves it
+    return np.divide(LOG_TARGET_SUM, totals, out=np.zeros_like(totals), where=totals > 0).astype(np.float32)
+
+
+def log_normalize(counts: np.ndarray, totals) -> np.ndarray:
+    """``log1p`` of dense ``counts`` scaled to ``LOG_TARGET_SUM`` by the cells' ``totals`` (float32, in place)."""
+    counts *= _log_scale(totals)
+    return np.log1p(counts, out=counts)
+
+
+def expected_log1p_scaled(rate: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Return E[log1p(scale x Y)] for Y ~ Poisson(rate), elementwise (``scale`` broadcasts, e.g. one per row).
+
+    The expectation is below ``log1p(scale x rate)`` (Jensen) and tends to it as the rate grows. It is read
+    as that plug-in value times a ratio tabulated on a log-log grid of rate and scale (bilinear
+    interpolation; Poisson sums up to rate 100, a fourth-order expansion above). Rates and scales outside
+    the grid take its edges, where the ratio is flat; rate 0 or scale 0 give 0.
+
+    Parameters
+    ----------
+    rate
+        Poisson rates (counts), any shape, non-negative.
+    scale
+        Multiplier inside the logarithm (e.g. ``1e4 / total count`` of each cell), broadcastable to ``rate``.
+
+    Returns
+    -------
+    float32 array of ``rate``'s shape.
+    """
+    log_rate_grid, log_scale_grid, ratio = _log1p_ratio_table()
+    rate = np.asarray(rate, dtype=np.float32)
+    scale = np.broadcast_to(np.asarray(scale, dtype=np.float32), rate.shape)
+    plug_in = np.log1p(scale * rate)
+    with np.errstate(divide="ignore"):
+        u = _grid_position(np.log(rate), log_rate_grid)
+        v = _grid_position(np.log(scale), log_scale_grid)
+    i = np.minimum(u.astype(np.int32), log_rate_grid.size - 2)
+    j = np.minimum(v.astype(np.int32), log_scale_grid.size - 2)
+    u -= i
+    v -= j
+    r = ratio.astype(np.float32)
+    low = r[i, j] + (r[i, j + 1] - r[i, j]) * v
+    high = r[i + 1, j] + (r[i + 1, j + 1] - r[i + 1, j]) * v
+    plug_in *= low + (high - low) * u
+    return plug_in
+
+
+def _grid_position(x: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Fractional index of ``x`` on the even ``grid``, clipped to it (``-inf`` and NaN to its start)."""
+    pos = (x - np.float32(grid[0])) * np.float32((grid.size - 1) / (grid[-1] - grid[0]))
+    np.nan_to_num(pos, copy=False, nan=0.0, neginf=0.0)
+    return np.clip(pos, 0.0, np.float32(grid.size - 1), out=pos)
+
+
+#: Largest rate whose ``"lognorm"`` expectation is summed exactly; above it a fourth-order expansion is used.
+_EXACT_RATE = 100.0
+
+
+@functools.cache
+def _log1p_ratio_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(log rate grid, log scale grid, E[log1p(sY)] / log1p(s rate))`` for Y ~ Poisson(rate)."""
+    from scipy.special import gammaln
+
+    log_rate = np.linspace(np.log(1e-6), np.log(1e5), 512)
+    log_scale = np.linspace(np.log(1e-4), np.log(1e4), 256)
+    lam, s = np.exp(log_rate)[:, None], np.exp(log_scale)[None, :]
+    plug_in = np.log1p(s * lam)
+    # Taylor expansion of f(y) = log1p(s y) at the rate, with the Poisson central moments
+    # m2 = m3 = rate and m4 = 3 rate^2 + rate: E f = f + f2 m2 / 2 + f3 m3 / 6 + f4 m4 / 24
+    a = s / (1.0 + s * lam)
+    value = plug_in - a**2 * lam / 2 + a**3 * lam / 3 - a**4 * (3 * lam**2 + lam) / 4
+    small = log_rate <= np.log(_EXACT_RATE)
+    k = np.arange(1, 400, dtype=np.float64)
+    pmf = np.exp(k[None, :] * log_rate[small, None] - lam[small] - gammaln(k + 1)[None, :])
+    value[small] = pmf @ np.log1p(s[0][None, :] * k[:, None])
+    return log_rate, log_scale, value / plug_in
 
 
 # ------------------------------------------------------------------ the Poisson link

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from . import _logging as logg
-from ._fills import Policy, check_fills, default_fills, output_names
+from ._fills import Fill, Policy, check_fills, default_fills, output_names
 from ._input import counts_and_names
 from ._model import DeepImpute
 from ._params import takes_hyperparameters
@@ -30,6 +30,7 @@ def deepimpute(
     preset: Literal["default", "paper"] = "default",
     genes: Sequence[str] | None = None,
     policy: Policy = "restore",
+    fills: Sequence[Fill] | None = None,
     train_size: float | int | None = None,
     model: DeepImpute | None = None,
     check_counts: bool = False,
@@ -55,6 +56,15 @@ def deepimpute(
         the best estimate of a dropped count, but it fills every zero with a detection-level
         value, which blurs cell types; use it to recover values, not to cluster.
 
+    ``fills=("expected", "detected", "lognorm")`` adds
+
+    ``adata.layers[f"{key_added}_lognorm"]``
+        the expected *log-normalised* expression, E[log1p(1e4 x Y / total)] for every entry of a target gene
+        under a Poisson draw Y from the model's rate (observed values are not kept): already normalised
+        and log-transformed, so use it directly for PCA, gene-gene plots and log-space comparisons (do not
+        normalise it again). Averaging the logarithm, rather than taking the log of the expected count, shrinks
+        rarely detected values toward zero as a replicate measurement would show them.
+
     ``preset="paper"`` runs the published method (one layer, with the paper's semantics).
 
     Dask input: when ``X``/``layer`` is a dask array chunked along cells (e.g. from
@@ -78,7 +88,11 @@ def deepimpute(
         Impute these genes instead of those passing ``min_vmr``.
     policy
         ``"restore"`` (replace zeros only), ``"all"`` (model output for every entry of a target gene)
-        or ``"max"`` (the larger of observed and predicted).
+        or ``"max"`` (the larger of observed and predicted); the ``"lognorm"`` layer ignores it.
+    fills
+        Layers to write, from ``"expected"``, ``"detected"`` and ``"lognorm"`` (the first is named ``key_added``,
+        the others ``f"{key_added}_{fill}"``); ``None``: ``("expected", "detected")`` with a detection head,
+        ``("detected",)`` without.
     train_size
         Train on a random subset of cells (fraction or number); all cells are imputed.
     model
@@ -134,6 +148,11 @@ def deepimpute(
         _refuse_training_arguments(
             hyperparameters, train_size=train_size, genes=genes, strategy=strategy, preset=preset, seed=random_state
         )
+    if fills is not None:
+        fills = (fills,) if isinstance(fills, str) else tuple(fills)
+        if not fills or len(set(fills)) != len(fills):
+            msg = f"`fills` must name at least one fill, each once; got {fills!r}."
+            raise ValueError(msg)
     if key_added == layer:
         msg = f"key_added={key_added!r} is the input layer; choose another name so the raw counts are kept."
         raise ValueError(msg)
@@ -150,7 +169,8 @@ def deepimpute(
         raise ValueError(msg)
     if model is None:
         model = DeepImpute(preset=preset, random_state=random_state, **hyperparameters)
-        check_fills((), policy, detection_head=model.params["detection_head"])  # now, not after training
+        # now, not after training
+        check_fills(() if fills is None else fills, policy, detection_head=model.params["detection_head"])
         if is_dask(X):  # validates the chunking; only the training cells are read (and checked)
             from .dask import fit as fit_dask
 
@@ -165,7 +185,8 @@ def deepimpute(
                 progress=None,
                 strategy=strategy,
             )
-    fills = default_fills(model.params["detection_head"])
+    fills = default_fills(model.params["detection_head"]) if fills is None else fills
+    check_fills(fills, policy, detection_head=model.params["detection_head"])
     if is_dask(X):  # lazy layers: the model's impute mapped over row chunks
         from .dask import impute as impute_dask
 

@@ -31,6 +31,8 @@ MIN_CELLS = 20
 #: Cells per prediction chunk: bounds the dense working copies of a chunk (input, log input, outputs);
 #: the measured choice is in ``benchmarks/RESULTS_speed.md``.
 PREDICT_ROWS = 512
+#: Validation cells (at most) on which each gene's dispersion around the model is estimated.
+DISPERSION_CELLS = 2000
 
 
 @takes_hyperparameters
@@ -75,7 +77,9 @@ class DeepImpute:
     Fitted attributes (besides the network): ``neighbor_weight_`` (the weight used, 0 without neighbours) and
     ``calibration_`` (``None`` without neighbours, else a dict: ``n_entries``, ``neighbor_weight``, masked MSE
     and Pearson r, log1p, of the ``network``, the ``neighbourhood`` and the ``blend`` on the hidden entries,
-    and ``gene_mse``, the blend's MSE per gene, NaN where a gene had no entry).
+    and ``gene_mse``, the blend's MSE per gene, NaN where a gene had no entry); ``dispersion_`` (with a
+    detection head: per gene, the spread of validation cells' counts around the model's rate beyond Poisson
+    noise, which sets how much the ``"lognorm"`` fill trusts an observed count; NaN off target).
 
     Deviations from the authors' code (see CHANGELOG): the last block is completed with the next-
     ranked genes (never an extra block of random genes drawn with replacement), or, where too few
@@ -263,9 +267,22 @@ class DeepImpute:
         fitted.neighbor_weight_, fitted.calibration_ = 0.0, None
         if hidden is not None:
             fitted._calibrate(Xfit, hidden)
+        fitted.dispersion_ = None  # the rate below is the model's alone
+        if p["detection_head"]:
+            fitted.dispersion_ = fitted._dispersion(Xfit[val_rows[:DISPERSION_CELLS]])
         fitted.fit_time_ = time.perf_counter() - t0
         self.__dict__.update(fitted.__dict__)
         return self
+
+    def _dispersion(self, X) -> np.ndarray:
+        """Per gene (NaN off target) spread of the counts of ``X`` (cells not trained on) around the model's rate."""
+        from ._fills import gene_dispersion
+
+        target_genes = self._target_genes()
+        rate = self._impute_matrix(X, self.var_names_, policy="all", fills=("expected",))["expected"]
+        dispersion = np.full(self.var_names_.size, np.nan)
+        dispersion[target_genes] = gene_dispersion(dense_rows(X, slice(None))[:, target_genes], rate[:, target_genes])
+        return dispersion
 
     def _calibrate(self, Xfit, hidden) -> None:
         """Choose ``neighbor_weight_`` and fill ``calibration_`` on the ``hidden`` entries of the training cells."""
@@ -338,8 +355,11 @@ class DeepImpute:
         X, names = counts_and_names(data, layer=layer, var_names=var_names, strict=check_counts)
         return self._impute_matrix(X, names, policy=policy, fills=fills)
 
-    def _impute_matrix(self, X, names: pd.Index, *, policy: Policy, fills) -> dict[str, np.ndarray]:
-        """:meth:`impute` on a matrix from :func:`counts_and_names` (callers check its values once)."""
+    def _impute_matrix(self, X, names: pd.Index, *, policy: Policy, fills, totals=None) -> dict[str, np.ndarray]:
+        """:meth:`impute` on a matrix from :func:`counts_and_names` (callers check its values once).
+
+        ``totals``: each cell's total count for the ``"lognorm"`` fill, when ``X`` holds only some of its genes.
+        """
         self._check_fitted()
         check_fills(fills, policy, detection_head=self.params["detection_head"])
         if not names.equals(self.var_names_):
@@ -364,6 +384,8 @@ class DeepImpute:
                 policy=policy,
                 neighbourhood=None if neighbourhood is None else neighbourhood.log1p_if_detected(slice(start, stop)),
                 weight=self.neighbor_weight_,
+                totals=None if totals is None else totals[start:stop],
+                dispersion=None if self.dispersion_ is None else self.dispersion_[target_genes],
             )
         return out
 

@@ -72,6 +72,7 @@ def save(model: DeepImpute, path: str | Path, *, overwrite: bool = False) -> Non
         "history": {k: np.asarray(v).tolist() for k, v in model.history_.to_dict().items()},
         "neighbor_weight": model.neighbor_weight_,
         "calibration": _calibration_json(model.calibration_),
+        "dispersion": None if model.dispersion_ is None else [None if x != x else float(x) for x in model.dispersion_],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     # beside the target, so the renames stay on one file system (atomic); mkdir applies the umask as usual
@@ -176,6 +177,12 @@ def load(cls: type[DeepImpute], path: str | Path) -> DeepImpute:
     model.n_cells_fit_ = config["n_cells_fit"]
     model.neighbor_weight_ = float(config.get("neighbor_weight", 0.0))
     model.calibration_ = _calibration_from_json(config.get("calibration"))
+    # absent from models saved before the "lognorm" fill: its rate is then the model's alone
+    dispersion = config.get("dispersion")
+    model.dispersion_ = None if dispersion is None else np.array(dispersion, dtype=np.float64)
+    if model.dispersion_ is not None and model.dispersion_.shape != (model.var_names_.size,):
+        msg = f"{config_file}: 'dispersion' has {model.dispersion_.size} entries for {model.var_names_.size} genes."
+        raise ValueError(msg)
     return model
 
 

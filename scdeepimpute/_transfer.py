@@ -41,11 +41,16 @@ def impute_transfer(model: DeepImpute, X, names: pd.Index, *, policy: Policy, fi
         (np.ones(present.size, np.float32), (position[present], present)), shape=(names.size, model.var_names_.size)
     )
     aligned = X @ select  # cells x model genes, zeros where missing
-    result = model._impute_matrix(aligned, model.var_names_, policy=policy, fills=fills)
+    totals = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()  # "lognorm" normalises by the data's own genes
+    result = model._impute_matrix(aligned, model.var_names_, policy=policy, fills=fills, totals=totals)
     out = {}
     for fill, values in result.items():
         # always a new array: for dense float32 input dense_rows(X) would be the caller's own matrix
         full = X.toarray().astype(np.float32, copy=False) if sparse.issparse(X) else np.array(X, dtype=np.float32)
+        if fill == "lognorm":
+            from ._fills import log_normalize
+
+            full = log_normalize(full, totals)
         full[:, position[present]] = values[:, present]
         out[fill] = full
     return out

@@ -7,13 +7,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import sparse
 
+from .._fills import LOG_TARGET_SUM
 from .._utils import as_supported, check_random_state, get_matrix, is_dask
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
-#: ``normalize_total`` target of the log-space MSE (Open Problems' denoising ``mse`` metric).
-TARGET_SUM = 1e4
+#: ``normalize_total`` target of the log-space MSE (Open Problems' denoising ``mse`` metric), the one the
+#: ``"lognorm"`` fill normalises to.
+TARGET_SUM = LOG_TARGET_SUM
 #: Added inside the logarithm of the Poisson loss (as in ``molecular_cross_validation.mcv_sweep.poisson_nll_loss``).
 POISSON_EPS = 1e-6
 #: Rows per chunk when scoring; bounds the float64 temporaries.
@@ -166,7 +168,9 @@ def mcv_scores(imputed, test, *, train=None) -> dict[str, float]:
     Lower is better for both. They answer different questions: the Poisson loss is lowest for the true
     expected counts, whereas the log-space MSE against a sparse test part also rewards predictions that
     stay near zero where the test part mostly is, so a good count model can score worse there than
-    no imputation.
+    no imputation. A log-normalised layer (``imputed_lognorm`` of :func:`scdeepimpute.pp.deepimpute` with
+    ``fills=(..., "lognorm")``) is scored as ``numpy.expm1`` of it: counts per ``1e4``, normalised again here
+    like any other method's output.
 
     Parameters
     ----------
