@@ -112,8 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--fill",
-        choices=["expected", "detected"],
+        choices=["expected", "detected", "lognorm"],
         help="CSV/TSV output: which imputed matrix to write (default: 'expected' with the default preset)",
+    )
+    p.add_argument(
+        "--lognorm",
+        action="store_true",
+        help="also write the layer 'imputed_lognorm': the expected log1p of counts per 10,000 (already "
+        "normalised and log-transformed; needs the default preset's detection head)",
     )
     p.add_argument(
         "--chunk-size",
@@ -267,6 +273,7 @@ def run_impute(args) -> int:
     _start_tensorflow(args)
 
     from . import dask
+    from ._fills import default_fills
     from ._impute import deepimpute
     from ._model import DeepImpute
 
@@ -294,18 +301,21 @@ def run_impute(args) -> int:
             model.save(args.save_model)
             _say(args, f"saved the model to {args.save_model}")
 
+    fills = default_fills(model.params["detection_head"])
+    if args.lognorm or args.fill == "lognorm":
+        if not model.params["detection_head"]:
+            raise InputError("--lognorm needs a model with a detection head (not --preset paper)")
+        fills = (*fills, "lognorm")
     with warnings.catch_warnings():
         if args.model is None:
             warnings.simplefilter("ignore", UserWarning)  # the fit checked the counts and warned already
-        deepimpute(adata, layer=args.layer, model=model)
+        deepimpute(adata, layer=args.layer, model=model, fills=fills)
     info = adata.uns["imputed"]
     if args.model is None:  # trained here: record it as such (pp.deepimpute saw a ready model)
         info["params"]["pretrained"] = False
         info["params"]["train_size"] = "all" if args.train_size is None else args.train_size
     _say(args, f"writing {out}...")
-    written = write_output(
-        adata, out, out_fmt, detection_head=model.params["detection_head"], fill=args.fill, progress=not args.quiet
-    )
+    written = write_output(adata, out, out_fmt, fills=fills, fill=args.fill, progress=not args.quiet)
     info["time_s"] = float(time.perf_counter() - t0)
     _say(args, f"wrote {out} ({written}) in {time.perf_counter() - t0:.1f} s")
     return 0

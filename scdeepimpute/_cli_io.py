@@ -141,16 +141,16 @@ def read_genes(path: str) -> list[str]:
     return genes
 
 
-def write_output(adata, out: Path, fmt: str, *, detection_head: bool, fill: str | None, progress: bool) -> str:
+def write_output(adata, out: Path, fmt: str, *, fills, fill: str | None, progress: bool) -> str:
     """Write what ``pp.deepimpute`` added to ``adata`` (with its default ``key_added``); returns what was written.
 
-    A table gets one layer (``fill``, default the model's first fill); ``.h5ad``/``.zarr`` get every layer,
-    lazy (dask) ones streamed in one pass.
+    ``fills``: those ``pp.deepimpute`` computed. A table gets one layer (``fill``, default the first fill);
+    ``.h5ad``/``.zarr`` get every layer, lazy (dask) ones streamed in one pass.
     """
-    from ._fills import default_fills, output_names
+    from ._fills import output_names
     from ._utils import is_dask
 
-    layer_of = output_names(default_fills(detection_head))
+    layer_of = output_names(fills)
     layers = list(layer_of.values())
     if fmt == "table":
         if fill is not None and fill not in layer_of:

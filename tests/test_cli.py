@@ -179,6 +179,18 @@ def test_table_output_is_the_imputed_matrix(trained, tmp_path, suffix, fill, lay
     np.testing.assert_allclose(df.to_numpy(), first.layers[layer], rtol=1e-5)  # written with 6 significant digits
 
 
+def test_lognorm_layer_and_table(trained, tmp_path):
+    src, first, model = trained
+    out = tmp_path / "out.h5ad"
+    assert run("impute", src, "-o", out, "--model", model, "-q", "--lognorm") == 0
+    written = ad.read_h5ad(out)
+    assert list(written.uns["imputed"]["layers"]) == ["imputed", "imputed_detected", "imputed_lognorm"]
+    np.testing.assert_allclose(written.layers["imputed"], first.layers["imputed"], rtol=1e-6)
+    table = tmp_path / "out.csv"
+    assert run("impute", src, "-o", table, "--model", model, "-q", "--fill", "lognorm") == 0
+    np.testing.assert_allclose(pd.read_csv(table, index_col=0).to_numpy(), written.layers["imputed_lognorm"], rtol=1e-5)
+
+
 @pytest.mark.parametrize("fill", ["detected", "expected"])
 def test_table_fill_of_a_one_head_model(counts, names, tmp_path, capsys, fill):
     """A paper-preset model has one fill, ``detected``, in layer 'imputed': --fill detected writes it, expected fails.
