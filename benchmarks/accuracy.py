@@ -18,9 +18,15 @@ Margins (means over seeds): ``MSE margin`` = ``imputed_detected`` MSE minus the 
 nzmean / kNN / MAGIC (issue 14 wants < 0); ``Pearson margin`` = ``imputed_detected`` Pearson minus MAGIC's
 (wants > 0); ``ARI margin`` = ``imputed`` ARI minus raw ARI (wants >= -0.02).
 
+Molecular cross-validation (issue 14 item 2; ``--mcv-depths``, default full depth only): per dataset, thinned and
+gene-filtered as above but not masked, molecules split 90% / 10% (``sdi.tl.molecular_split``, seed 0); every peer and
+our fit (``fills=("expected", "detected", "lognorm")``, once per seed) impute the 90% part, scored against the 10%
+part by ``sdi.tl.mcv_scores`` (log-space MSE and Poisson loss, the Open Problems protocol; ``imputed_lognorm`` enters
+as ``expm1`` of it).
+
 Run: ``python benchmarks/accuracy.py [--datasets pbmc4k_2100,...] [--depths 1,0.2,0.1] [--schemes curve,uniform]
-[--seeds 1] [--out benchmarks/RESULTS_accuracy.md]``; ``--quick``: one small set (200 cells of pbmc4k_2100), full
-depth, curve masking, 1 seed, 3 epochs, no MAGIC (a smoke test for CI, < 30 s).
+[--mcv-depths 1] [--seeds 1] [--out benchmarks/RESULTS_accuracy.md]``; ``--quick``: one small set (200 cells of
+pbmc4k_2100), full depth, curve masking and MCV, 1 seed, 3 epochs, no MAGIC (a smoke test for CI, < 60 s).
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ import _common as C  # noqa: E402
 MAGIC_EXACT_MAX_GENES = 5000
 PEERS = ("none", "nzmean", "knn", "magic")
 OURS = ("imputed", "imputed_detected")
+#: Our layers scored by molecular cross-validation: the two count layers and the log-normalised one.
+MCV_OURS = ("imputed", "imputed_detected", "imputed_lognorm")
 
 
 def thin(X: sparse.csr_matrix, p: float, seed: int = 0) -> sparse.csr_matrix:
@@ -127,6 +135,53 @@ def run_cell(  # noqa: PLR0913
     return df
 
 
+def run_mcv(
+    name: str, depth: float, seeds: list[int], *, peers=PEERS, ours_kwargs=None, max_cells=None
+) -> pd.DataFrame:
+    """Molecular cross-validation of one dataset at one depth: long rows with metrics ``mcv_mse``/``mcv_poisson``."""
+    a, _ = C.load_dataset(name, min_detection=0.0)
+    if max_cells is not None and a.n_obs > max_cells:
+        a = a[np.random.default_rng(0).choice(a.n_obs, max_cells, replace=False)].copy()
+    a.X = thin(a.X, depth)
+    a = a[:, np.asarray((a.X > 0).mean(axis=0)).ravel() >= 0.05].copy()
+    train, test = sdi.tl.molecular_split(a, random_state=0)
+    rows = []
+    for method in peers:
+        kwargs = {"solver": "approximate"} if method == "magic" and a.n_vars > MAGIC_EXACT_MAX_GENES else {}
+        scores = sdi.tl.mcv_scores(getattr(sdi.tl, f"impute_{method}")(train, **kwargs), test)
+        rows += [(method, 0, f"mcv_{k}", v) for k, v in scores.items()]
+    for seed in seeds:
+        work = train.copy()
+        sdi.pp.deepimpute(work, fills=("expected", "detected", "lognorm"), random_state=seed, **(ours_kwargs or {}))
+        for method in MCV_OURS:
+            Y = work.layers[method]
+            # the log-normalised layer enters the protocol as counts per 1e4, normalised again like every output
+            scores = sdi.tl.mcv_scores(np.expm1(Y) if method.endswith("_lognorm") else Y, test)
+            rows += [(method, seed, f"mcv_{k}", v) for k, v in scores.items()]
+    df = pd.DataFrame(rows, columns=["method", "seed", "metric", "value"])
+    df.insert(0, "scheme", "mcv")
+    df.insert(0, "depth", depth)
+    df.insert(0, "dataset", name)
+    df["n_obs"], df["n_vars"] = a.n_obs, a.n_vars
+    return df
+
+
+def mcv_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and depth: every method's MCV scores (mean over seeds) and the two margins issue 14 asks for."""
+    mean = df.groupby(["dataset", "depth", "method", "metric"], sort=False)["value"].mean().unstack("metric")
+    rows = []
+    for (name, depth), t in mean.groupby(level=["dataset", "depth"], sort=False):
+        t = t.droplevel(["dataset", "depth"])
+        others = t.loc[[m for m in PEERS if m in t.index]]
+        ours = t.loc[[m for m in MCV_OURS if m in t.index]]
+        row = {"dataset": name, "depth": depth}
+        row.update({m: f"{r['mcv_mse']:.3f} / {r['mcv_poisson']:.4f}" for m, r in t.iterrows()})
+        row["Poisson margin"] = f"{t.loc['imputed', 'mcv_poisson'] - others['mcv_poisson'].min():+.4f}"
+        row["log MSE margin"] = f"{ours['mcv_mse'].min() - t.loc['none', 'mcv_mse']:+.3f} ({ours['mcv_mse'].idxmin()})"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def margins(df: pd.DataFrame) -> pd.DataFrame:
     """One row per grid cell: our scores (mean over seeds), the best other MSE, MAGIC's Pearson, the margins."""
     mean = df.groupby(["dataset", "depth", "scheme", "method", "metric"], sort=False)["value"].mean()
@@ -191,6 +246,9 @@ def main() -> None:
         help="seeds 0..n-1 of our fit (and clustering); 1 keeps "
         "the whole grid within an hour here (estimate in RESULTS_accuracy.md), 3 does not",
     )
+    parser.add_argument(
+        "--mcv-depths", default="1", help="depths of the molecular cross-validation per dataset ('' for none)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test: see the module docstring")
     parser.add_argument(
         "--out",
@@ -215,16 +273,32 @@ def main() -> None:
                 t0 = time.perf_counter()
                 frames.append(run_cell(name, depth, scheme, list(range(args.seeds)), **kw))
                 print(f"{name} depth {depth:g} {scheme}: {time.perf_counter() - t0:.0f} s", flush=True)
-    if not frames:
+    mcv_frames = []
+    for name in names:
+        for depth in [float(d) for d in args.mcv_depths.split(",") if d]:
+            t0 = time.perf_counter()
+            mcv_frames.append(run_mcv(name, depth, list(range(args.seeds)), **kw))
+            print(f"{name} depth {depth:g} mcv: {time.perf_counter() - t0:.0f} s", flush=True)
+    if not frames and not mcv_frames:
         return
-    df = pd.concat(frames, ignore_index=True)
     wall = time.perf_counter() - start
-    text = (
-        "Masked MSE / Pearson (log1p) per method, mean over seeds:\n\n" + markdown(per_method(df)) + "\n\n"
-        "Margins (`imputed_detected` minus the best other MSE; minus MAGIC's Pearson; `imputed` ARI minus raw):\n\n"
-        + markdown(margins(df))
-        + f"\n\nTotal wall time {wall:.0f} s.\n"
-    )
+    text = ""
+    if frames:
+        df = pd.concat(frames, ignore_index=True)
+        text += (
+            "Masked MSE / Pearson (log1p) per method, mean over seeds:\n\n" + markdown(per_method(df)) + "\n\n"
+            "Margins (`imputed_detected` minus the best other MSE; minus MAGIC's Pearson; `imputed` ARI minus raw):"
+            "\n\n" + markdown(margins(df)) + "\n\n"
+        )
+    if mcv_frames:
+        mcv = pd.concat(mcv_frames, ignore_index=True)
+        df = pd.concat([df, mcv], ignore_index=True) if frames else mcv
+        text += (
+            "Molecular cross-validation, log-space MSE / Poisson loss per method (mean over seeds); margins: "
+            "`imputed` Poisson minus the best of none / nzmean / kNN / MAGIC, and our best log-space MSE minus "
+            "no imputation's (both want < 0):\n\n" + markdown(mcv_table(mcv)) + "\n\n"
+        )
+    text += f"Total wall time {wall:.0f} s.\n"
     print(text)
     if args.out:
         info = C.machine_info()
