@@ -32,6 +32,7 @@ pbmc4k_2100), full depth, curve masking and MCV, 1 seed, 3 epochs, no MAGIC (a s
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 import warnings
@@ -253,7 +254,8 @@ def main() -> None:
     parser.add_argument(
         "--out",
         default=None,
-        help="markdown file whose 'stress' section is replaced (a .stress.csv of the long rows goes beside it)",
+        help="markdown file whose 'stress' section (or 'mcv' section, with --depths '') is replaced; a "
+        ".stress.csv (.mcv.csv) of the long rows goes beside it",
     )
     args = parser.parse_args()
     kw: dict = {}
@@ -268,7 +270,7 @@ def main() -> None:
     start = time.perf_counter()
     frames = []
     for name in names:
-        for depth in map(float, args.depths.split(",")):
+        for depth in [float(d) for d in args.depths.split(",") if d]:
             for scheme in args.schemes.split(","):
                 t0 = time.perf_counter()
                 frames.append(run_cell(name, depth, scheme, list(range(args.seeds)), **kw))
@@ -302,13 +304,15 @@ def main() -> None:
     print(text)
     if args.out:
         info = C.machine_info()
-        cmd = " ".join(["python benchmarks/accuracy.py", *sys.argv[1:]])
+        cmd = shlex.join(["python", "benchmarks/accuracy.py", *sys.argv[1:]])
         head = (
-            f"## Accuracy stress grid (issue 14)\n\n{info['date']}, commit {info['commit']}, {info['cpu']}. "
+            f"## {'Accuracy stress grid' if frames else 'Molecular cross-validation'} (issue 14)\n\n"
+            f"{info['date']}, commit {info['commit']}, {info['cpu']}. "
             f"Command: `{cmd}`. Protocol: the module docstring of `benchmarks/accuracy.py`.\n\n"
         )
-        C.write_section(Path(args.out), "stress", head + text)
-        df.to_csv(Path(args.out).with_suffix(".stress.csv"), index=False)
+        section = "stress" if frames else "mcv"
+        C.write_section(Path(args.out), section, head + text)
+        df.to_csv(Path(args.out).with_suffix(f".{section}.csv"), index=False)
         print(f"wrote {args.out}")
 
 
