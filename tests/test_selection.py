@@ -173,3 +173,18 @@ def test_top_k_columns_is_a_stable_argsort(ties):
         k = int(rng.integers(1, n_cols + 1))
         values = rng.integers(0, 3, (n_rows, n_cols)) / 2 if ties else rng.random((n_rows, n_cols))
         np.testing.assert_array_equal(_top_k_columns(values, k), np.argsort(-values, axis=1, kind="stable")[:, :k])
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_top_predictors_overwrite_matches_copy(ties):
+    """Property: masking the excluded columns in place picks the same predictors as the copy of the allowed ones."""
+    rng = np.random.default_rng(2)
+    for _ in range(100):
+        n_rows, n_cols = rng.integers(1, 15), rng.integers(2, 40)
+        corr = rng.integers(0, 3, (n_rows, n_cols)) / 2 if ties else rng.random((n_rows, n_cols))
+        allowed = np.flatnonzero(rng.random(n_cols) < 0.7)
+        if allowed.size == 0:
+            continue
+        k = int(rng.integers(1, 7))
+        expected = top_predictors(corr, allowed, k)
+        np.testing.assert_array_equal(top_predictors(corr.copy(), allowed, k, overwrite=True), expected)
