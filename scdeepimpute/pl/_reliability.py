@@ -78,7 +78,7 @@ def reliability(
     if threshold is not None:
         for a in (left, right):
             a.axhline(float(threshold), color="0.3", lw=0.8, ls="--")
-        title += f", {int((ranked <= threshold).sum())} at or below {threshold:g}"
+        title += f", {int((ranked <= threshold).sum())} at or below {threshold:.3g}"
     right.set_title(title, fontsize=9)
     left.set_title("lower is better", fontsize=9)
     fig.tight_layout()
