@@ -69,7 +69,8 @@ def test_shrinkage_recovers_the_true_gene_error_better_than_the_plain_mean():
     sq = truth[cols] * rng.chisquare(1, cols.size)  # squared errors of 10 normal residuals per gene
     plain = shrunk_gene_mse(cols, sq, n_genes)
     shrunk = shrunk_gene_mse(cols, sq, n_genes, features=feature[:, None])
-    assert np.all(np.isfinite(shrunk)) and np.all(shrunk > 0)
+    assert np.all(np.isfinite(shrunk))
+    assert np.all(shrunk > 0)
     assert stats.spearmanr(shrunk, truth).statistic > stats.spearmanr(plain, truth).statistic + 0.1
 
 
