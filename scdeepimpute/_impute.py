@@ -125,8 +125,11 @@ def deepimpute(
     ``adata.var[f"{key_added}_block"]`` : int
         Sub-network of the gene (-1 if not imputed).
     ``adata.var[f"{key_added}_reliability"]`` : float
-        With a neighbourhood (``neighbors > 0``): the gene's MSE (log1p) on the non-zeros hidden inside the fit,
-        NaN where the gene had none (fewer than 10 non-zeros, or not imputed).
+        With a neighbourhood (``neighbors > 0``): the gene's MSE (log1p, lower is better) estimated from the
+        non-zeros hidden inside the fit, shrunk toward genes of similar spread and detection (at most 10 entries
+        per gene are too few alone); NaN where the gene had none (fewer than 10 non-zeros, or not imputed).
+        Keep the genes imputed well with e.g. ``adata.var[f"{key_added}_reliability"] <= t``; see
+        :func:`scdeepimpute.pl.reliability`.
     ``adata.uns[key_added]`` : dict
         ``params``, training summary (``epochs``, ``loss``, ``val_loss``, ``best_epoch``), timing; with a
         neighbourhood also ``self_estimate``: the masked MSE and Pearson r (log1p, value if detected) on the

@@ -18,6 +18,7 @@ import numpy as np
 from scipy import sparse
 
 from ._fills import _poisson_table
+from ._reliability import gene_features, shrunk_gene_mse
 
 #: Principal components of the neighbourhood graph.
 N_PCS = 30
@@ -223,12 +224,19 @@ def blend_values(network: np.ndarray, neighbourhood: np.ndarray, weight: float) 
 
 
 def calibration_report(
-    entries: CalibrationEntries, network: np.ndarray, neighbourhood: np.ndarray, weight: float, n_genes: int
+    entries: CalibrationEntries,
+    network: np.ndarray,
+    neighbourhood: np.ndarray,
+    weight: float,
+    n_genes: int,
+    *,
+    gene_features: np.ndarray | None = None,
 ) -> dict:
     """Score the calibration entries (log1p): masked MSE and Pearson of the network, neighbourhood and blend.
 
     The blend is taken at ``weight``; ``gene_mse`` is the blend's MSE per gene (``n_genes`` long, NaN where a
-    gene has no entry).
+    gene has no entry): with ``gene_features`` (genes x features, e.g. :func:`gene_features`) the
+    :func:`shrunk_gene_mse` of its squared errors, else their plain mean.
     """
     truth = np.log1p(entries.values)
     network = np.asarray(network, dtype=np.float64)
@@ -238,10 +246,7 @@ def calibration_report(
     for name, est in (("network", network), ("neighbourhood", neighbourhood), ("blend", blend)):
         report[f"{name}_mse"] = float(np.mean((est - truth) ** 2)) if truth.size else float("nan")
         report[f"{name}_pearson"] = _pearson(truth, est)
-    sq = np.bincount(entries.cols, weights=(blend - truth) ** 2, minlength=n_genes)
-    count = np.bincount(entries.cols, minlength=n_genes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        report["gene_mse"] = np.where(count > 0, sq / np.maximum(count, 1), np.nan)
+    report["gene_mse"] = shrunk_gene_mse(entries.cols, (blend - truth) ** 2, n_genes, features=gene_features)
     return report
 
 
@@ -286,7 +291,8 @@ def calibrate(
             neighbourhood[lo:hi] = nb.log1p_if_detected(chunk)[local, cols]
     truth = np.log1p(entries.values)
     w = choose_weight(truth, network, neighbourhood) if weight == "auto" else float(weight)
-    return w, calibration_report(entries, network, neighbourhood, w, n_genes=X.shape[1])
+    report = calibration_report(entries, network, neighbourhood, w, n_genes=X.shape[1], gene_features=gene_features(X))
+    return w, report
 
 
 # ------------------------------------------------------------------ the fitted model's side

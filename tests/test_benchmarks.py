@@ -39,6 +39,7 @@ CASES = [
     _case("paper.py", ["--skip-fig2"], r"## Fig\. 5.*\n.*ari +ami +fmi +silhouette +de_auc"),
     _case("paper.py", ["--skip-fig5"], r"### mouse1m_10k: 200 cells.*\n +mse +pearson", shared=True),
     _case("accuracy.py", [], r"\| dataset \| depth \| scheme \|", shared=True),
+    _case("reliability.py", [], r"\| dataset \| scheme \| cells x genes \| genes scored \|", shared=True),
     _case("speed.py", [], r"\| [^|\n]+ \|", old_quick="cap training at 3 epochs"),
 ]
 

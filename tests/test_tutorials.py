@@ -8,7 +8,7 @@ import pytest
 
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 #: Notebooks CI executes; the others read ../shared or take minutes and are run by hand (see README).
-QUICK = ["01_quickstart.ipynb", "02_benchmark.ipynb", "03_large_data.ipynb"]
+QUICK = ["01_quickstart.ipynb", "02_benchmark.ipynb", "03_large_data.ipynb", "04_diagnostics.ipynb"]
 
 
 @pytest.mark.parametrize("name", QUICK)
