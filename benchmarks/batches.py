@@ -16,7 +16,7 @@ Rows: raw counts; ``imputed`` without ``batch_key``; ``imputed`` with ``batch_ke
 (``own``) and for one reference batch (``ref=<batch>``, the largest); the same with ``policy="all"`` for the
 reference (every entry of a target gene predicted, not only zeros); MAGIC (``sdi.tl.impute_magic``). Seeds 0, 1, 2
 (imputation and clustering). ``--quick``: one seed, 2 epochs, 300 genes of the first setting (a smoke test).
-``--neighbours centred`` searches the batch-aware neighbourhood among all cells instead of within the target batch.
+``--neighbours within`` searches the batch-aware neighbourhood within the target batch instead of among all cells.
 
     python benchmarks/batches.py            # writes benchmarks/RESULTS_batches.md
 """
@@ -166,14 +166,15 @@ def verdict(scores: dict[str, list[dict]]) -> str:
 
 def main() -> None:
     p = C.parser(__doc__)
-    p.add_argument("--neighbours", choices=["within", "centred"], default="within")
+    p.add_argument("--neighbours", choices=["within", "centred"], default="centred")
     p.add_argument("--settings", nargs="*", default=list(SETTINGS))
+    p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     args = p.parse_args()
     C.quiet()
     if not CELLBENCH.exists():
         print(f"needs {CELLBENCH}")
         return
-    seeds = [0] if args.quick else [0, 1, 2]
+    seeds = [0] if args.quick else args.seeds
     settings = list(SETTINGS)[:1] if args.quick else args.settings
     t0 = time.perf_counter()
     sections = []
@@ -188,7 +189,7 @@ def main() -> None:
     info = C.machine_info()
     head = (
         f"## CellBench batches (neighbours {args.neighbours}; seeds {', '.join(map(str, seeds))}, mean ± sd)\n\n"
-        f"`python benchmarks/batches.py{' --neighbours centred' if args.neighbours != 'within' else ''}` "
+        f"`python benchmarks/batches.py --neighbours {args.neighbours} --seeds {' '.join(map(str, seeds))}` "
         f"({wall:.0f} s; {info['date']}, commit {info['commit']}, {info['cpu']}).\n\n"
     )
     path = C.ROOT / "benchmarks" / "RESULTS_batches.md"

@@ -3,7 +3,8 @@
 A model fitted with ``batch_key`` learns each batch as a one-hot covariate beside the library size; the
 predictor genes come from correlations pooled within batches (:mod:`scdeepimpute._selection`), the training
 and validation cells are drawn within each batch in its share, and the neighbourhood is searched on PCs of
-per-batch-centred data (:mod:`scdeepimpute._neighbors`).
+per-batch-centred data (:mod:`scdeepimpute._neighbors`). A cell predicted for another (reference) batch reads its
+input genes moved to that batch's mean log1p level.
 """
 
 from __future__ import annotations

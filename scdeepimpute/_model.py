@@ -106,7 +106,7 @@ class DeepImpute:
         self.params = _params.hyperparameters(preset, hyperparameters)
         self.random_state = int(random_state)
         self.network_ = None
-        self.batch_key_, self.batches_ = None, None
+        self.batch_key_, self.batches_, self.batch_log_means_ = None, None, None
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -157,8 +157,7 @@ class DeepImpute:
             batch becomes a one-hot input of every block beside the library size; predictor genes are chosen from
             correlations pooled within batches (each batch centred on its own means, so genes that only differ
             between batches do not look related); training and validation cells are drawn within each batch in
-            its share; the neighbourhood is searched on PCs of per-batch-centred data, among cells of the batch a
-            cell is predicted for. Every batch needs at least
+            its share; the neighbourhood is searched on PCs of per-batch-centred data. Every batch needs at least
             :data:`~scdeepimpute._batches.MIN_BATCH_CELLS` training cells (``ValueError`` otherwise, as for an
             unknown key or missing labels). The key and the batches are saved with the model; predict with
             ``batch=`` (:meth:`predict`).
@@ -296,6 +295,7 @@ class DeepImpute:
         fitted.library_mean_ = library_mean
         fitted.n_cells_fit_ = int(cells.size)
         fitted.batch_key_, fitted.batches_ = batch_key, categories
+        fitted.batch_log_means_ = None if codes is None else _batch_log_means(Xfit, layout.columns, codes, n_batches)
         fitted.neighbor_weight_, fitted.calibration_ = 0.0, None
         if hidden is not None:
             fitted._calibrate(Xfit, hidden, codes)
@@ -352,8 +352,9 @@ class DeepImpute:
             Models fitted with ``batch_key`` only (``ValueError`` otherwise). ``None``: each cell is predicted for
             its own batch, read from ``data.obs[batch_key]`` (the imputed values keep each batch's character: use
             it to fill dropouts while keeping the data as measured). A fitted batch's name: every cell is predicted
-            as if it had been measured in that reference batch (the network's batch input and the neighbours both
-            come from it), which moves the imputed zeros of all batches onto one batch's scale: use it to lessen
+            as if it had been measured in that reference batch (the network's batch input is that batch, and its
+            input genes are moved to that batch's mean log1p level), which moves the imputed zeros of all batches
+            onto one batch's scale: use it to lessen
             the batch effect in the imputed values (with ``policy="restore"`` the observed counts are kept, so only
             the zeros move). ``ValueError`` for a batch the model never saw.
 
@@ -414,7 +415,9 @@ class DeepImpute:
         for start in range(0, X.shape[0], PREDICT_ROWS):
             stop = min(start + PREDICT_ROWS, X.shape[0])
             raw = dense_rows(X, slice(start, stop))
-            value, prob = self._heads(raw, None if target is None else target[start:stop])
+            value, prob = self._heads(
+                raw, None if target is None else target[start:stop], None if own is None else own[start:stop]
+            )
             rows = {f: values[start:stop] for f, values in out.items()}
             fill_chunk(
                 rows,
@@ -438,10 +441,14 @@ class DeepImpute:
     def _target_zero_fraction(self) -> np.ndarray | None:
         return self.zero_fraction_[self._target_genes()] if self.params["detection_head"] else None
 
-    def _heads(self, raw: np.ndarray, codes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def _heads(
+        self, raw: np.ndarray, codes: np.ndarray | None = None, own: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Run the network: value (log1p) and detection outputs for dense counts ``raw`` (every gene), targets only.
 
-        ``codes``: the batch each row is predicted for (models fitted with batches).
+        ``codes``: the batch each row is predicted for (models fitted with batches); ``own``: the rows' own batches.
+        A row predicted for another batch than its own reads its inputs moved to that batch: each input gene's
+        log1p value shifted by the difference of the two batches' mean log1p in the training cells (kept >= 0).
         """
         layout = self.layout_
         valid = (layout.outputs != layout.pad).ravel()  # the network's output slots that hold a target
@@ -449,7 +456,12 @@ class DeepImpute:
         if self.params["library_size"]:
             log_lib = np.log1p(raw.sum(axis=1, dtype=np.float64)) - self.library_mean_
         covariates = _covariates(log_lib, codes, 0 if self.batches_ is None else len(self.batches_))
-        value, prob = self._trainer.predict(batch(raw, layout, covariates))
+        data = batch(raw, layout, covariates)
+        if codes is not None and own is not None and np.any(codes != own):
+            n_cols = layout.columns.size
+            shift = self.batch_log_means_[codes] - self.batch_log_means_[own]
+            np.maximum(data[:, :n_cols] + shift.astype(np.float32), 0.0, out=data[:, :n_cols])
+        value, prob = self._trainer.predict(data)
         value = value.reshape(raw.shape[0], -1)[:, valid]
         return value, None if prob is None else prob.reshape(raw.shape[0], -1)[:, valid]
 
@@ -500,3 +512,14 @@ def _covariates(log_lib: np.ndarray | None, codes: np.ndarray | None, n_batches:
 
     hot = one_hot(np.asarray(codes), n_batches)
     return hot if log_lib is None else np.concatenate([log_lib[:, None], hot], axis=1)
+
+
+def _batch_log_means(X, columns: np.ndarray, codes: np.ndarray, n_batches: int) -> np.ndarray:
+    """Mean log1p count of each of ``columns`` in each batch (batches x columns, float64)."""
+    out = np.zeros((n_batches, columns.size), dtype=np.float64)
+    for b in range(n_batches):
+        for start in range(0, int((codes == b).sum()), PREDICT_ROWS):
+            rows = np.flatnonzero(codes == b)[start : start + PREDICT_ROWS]
+            out[b] += np.log1p(dense_rows(X, rows, columns, dtype=np.float64)).sum(axis=0)
+        out[b] /= max(int((codes == b).sum()), 1)
+    return out

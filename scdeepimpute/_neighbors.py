@@ -44,8 +44,8 @@ def _library(X) -> np.ndarray:
 
 #: How a model fitted with batches searches neighbours: ``"within"`` (on PCs of per-batch-centred data,
 #: among the cells of the batch the cell is predicted for) or ``"centred"`` (same PCs, among all cells);
-#: measured in ``benchmarks/RESULTS_batches.md``.
-BATCH_NEIGHBOURS = "within"
+#: measured in ``benchmarks/RESULTS_batches.md`` (``"centred"`` mixed batches better for own-batch prediction).
+BATCH_NEIGHBOURS = "centred"
 
 
 def _principal_components(X, lib: np.ndarray, n_pcs: int, random_state: int, batches=None) -> np.ndarray:

@@ -75,6 +75,7 @@ def save(model: DeepImpute, path: str | Path, *, overwrite: bool = False) -> Non
         "calibration": _calibration_json(model.calibration_),
         "batch_key": model.batch_key_,
         "batches": model.batches_,
+        "batch_log_means": None if model.batch_log_means_ is None else model.batch_log_means_.tolist(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     # beside the target, so the renames stay on one file system (atomic); mkdir applies the umask as usual
@@ -183,6 +184,13 @@ def load(cls: type[DeepImpute], path: str | Path) -> DeepImpute:
     model.neighbor_weight_ = float(config.get("neighbor_weight", 0.0))
     model.calibration_ = _calibration_from_json(config.get("calibration"))
     model.batch_key_, model.batches_ = batch_key, batches
+    model.batch_log_means_ = None
+    if batches is not None:
+        means = np.asarray(config.get("batch_log_means"), dtype=np.float64)
+        if means.shape != (n_batches, layout.columns.size):
+            msg = f"{config_file}: batch_log_means has shape {means.shape}, not batches x input genes; {_DAMAGED}."
+            raise ValueError(msg)
+        model.batch_log_means_ = means
     return model
 
 

@@ -40,6 +40,7 @@ CASES = [
     _case("paper.py", ["--skip-fig5"], r"### mouse1m_10k: 200 cells.*\n +mse +pearson", shared=True),
     _case("accuracy.py", [], r"\| dataset \| depth \| scheme \|", shared=True),
     _case("speed.py", [], r"\| [^|\n]+ \|", old_quick="cap training at 3 epochs"),
+    _case("batches.py", [], r"\| layer \| cell-line ARI \| silhouette \(cell line\) \| batch ASW", shared=True),
 ]
 
 
