@@ -103,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="cells per neighbourhood blended into the imputation (0: the network alone; default: 30, 'paper': 0); "
         "with --chunk-size, neighbours are searched within each chunk",
     )
+    p.add_argument(
+        "--batch-key",
+        metavar="COL",
+        help=".h5ad/.zarr input: obs column naming each cell's batch (sample, plate, technology): batch-aware "
+        "training; with --model, the model's own key is read",
+    )
+    p.add_argument(
+        "--batch",
+        metavar="NAME",
+        help="with batches: impute every cell as if measured in this reference batch (default: each cell's own)",
+    )
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default: 0)")
     p.add_argument(
         "--cell-axis",
@@ -247,7 +258,7 @@ def run_impute(args) -> int:
     src, out = Path(args.input), Path(args.output)
     out_fmt = output_format(out)
     if args.model is not None:
-        training_only = ("preset", "train_size", "genes_file", "max_epochs", "hidden_units", "neighbors")
+        training_only = ("preset", "train_size", "genes_file", "max_epochs", "hidden_units", "neighbors", "batch_key")
         clash = [f"--{k.replace('_', '-')}" for k in training_only]
         clash = [c for c in clash if getattr(args, c[2:].replace("-", "_")) is not None]
         clash += ["--seed"] if args.seed != 0 else []
@@ -267,6 +278,8 @@ def run_impute(args) -> int:
 
     adata = read_input(src, cell_axis=args.cell_axis, chunk_size=args.chunk_size)
     lazy = args.chunk_size is not None
+    if lazy and args.batch_key is not None:
+        raise InputError("--batch-key is not supported with --chunk-size (out of core) yet")
     _say(args, f"read {src}: {adata.n_obs} cells x {adata.n_vars} genes{' (lazily)' if lazy else ''}")
     if lazy and args.train_size is None and args.model is None:
         _say(args, "note: without --train-size every cell is read into memory for training")
@@ -290,7 +303,8 @@ def run_impute(args) -> int:
         )
         _say(args, "training...")
         fit = dask.fit if lazy else DeepImpute.fit
-        fit(model, adata, layer=args.layer, genes=genes, train_size=args.train_size, progress=not args.quiet)
+        extra = {} if args.batch_key is None else {"batch_key": args.batch_key}
+        fit(model, adata, layer=args.layer, genes=genes, train_size=args.train_size, progress=not args.quiet, **extra)
         h = model.history_
         _say(
             args,
@@ -309,7 +323,7 @@ def run_impute(args) -> int:
     with warnings.catch_warnings():
         if args.model is None:
             warnings.simplefilter("ignore", UserWarning)  # the fit checked the counts and warned already
-        deepimpute(adata, layer=args.layer, model=model, fills=fills)
+        deepimpute(adata, layer=args.layer, model=model, fills=fills, batch=args.batch)
     info = adata.uns["imputed"]
     if args.model is None:  # trained here: record it as such (pp.deepimpute saw a ready model)
         info["params"]["pretrained"] = False

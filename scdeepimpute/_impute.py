@@ -37,6 +37,8 @@ def deepimpute(
     n_jobs: int | None = None,
     strategy: tf.distribute.Strategy | Literal["mirrored"] | None = None,
     random_state: int = 0,
+    batch_key: str | None = None,
+    batch: str | None = None,
     copy: bool = False,
     **hyperparameters,
 ) -> AnnData | None:
@@ -109,6 +111,14 @@ def deepimpute(
         :meth:`DeepImpute.fit <scdeepimpute.DeepImpute.fit>`; in-memory input only, not with ``model=``.
     random_state
         Seed; the same seed on the same machine gives the same result.
+    batch_key
+        Column of ``adata.obs`` naming each cell's batch: batch-aware training, as in
+        :meth:`DeepImpute.fit <scdeepimpute.DeepImpute.fit>` (in-memory input only). With ``model=``, leave it
+        ``None`` (the model's own key is read from ``adata.obs``) or give the model's key.
+    batch
+        With batches: ``None`` imputes each cell for its own batch; a batch name imputes every cell as if measured
+        in that reference batch, to lessen the batch effect in the imputed values (see
+        :meth:`DeepImpute.predict <scdeepimpute.DeepImpute.predict>`).
     copy
         Return a modified copy instead of writing to ``adata``.
 
@@ -131,10 +141,12 @@ def deepimpute(
         Keep the genes imputed well with e.g. ``adata.var[f"{key_added}_reliability"] <= t``; see
         :func:`scdeepimpute.pl.reliability`.
     ``adata.uns[key_added]`` : dict
-        ``params``, training summary (``epochs``, ``loss``, ``val_loss``, ``best_epoch``), timing; with a
+        ``params``, training summary (``epochs``, ``loss``,
+        ``val_loss``, ``best_epoch``), timing; with a
         neighbourhood also ``self_estimate``: the masked MSE and Pearson r (log1p, value if detected) on the
         non-zeros hidden inside the fit (``n_masked``, ``scheme``) and the ``neighbor_weight`` chosen there, an
-        estimate of the accuracy on these data.
+        estimate of the accuracy on these data. With batches also ``params["batch_key"]``, ``batches`` (the
+        fitted batch names) and ``batch`` (the reference batch imputed for, or ``"own"``).
 
     Examples
     --------
@@ -159,6 +171,14 @@ def deepimpute(
     if key_added == layer:
         msg = f"key_added={key_added!r} is the input layer; choose another name so the raw counts are kept."
         raise ValueError(msg)
+    if pretrained and batch_key is not None and batch_key != model.batch_key_:
+        msg = f"batch_key={batch_key!r} differs from the model's ({model.batch_key_!r}); leave it out with model=."
+        raise ValueError(msg)
+    fit_batches = None
+    if not pretrained and batch_key is not None:
+        from ._batches import fit_codes
+
+        fit_batches = (batch_key, *fit_codes(adata, batch_key))
     X, names = counts_and_names(adata, layer=layer, strict=check_counts)
 
     from ._backend import set_threads
@@ -169,6 +189,9 @@ def deepimpute(
             "strategy applies to training on in-memory data; for dask input, fit a model with "
             "DeepImpute.fit(adata, strategy=...) and pass it as model=."
         )
+        raise ValueError(msg)
+    if batch_key is not None and is_dask(X):
+        msg = "batch_key is not supported for dask input yet; load the data into memory."
         raise ValueError(msg)
     if model is None:
         model = DeepImpute(preset=preset, random_state=random_state, **hyperparameters)
@@ -187,7 +210,14 @@ def deepimpute(
                 check_counts=check_counts,
                 progress=None,
                 strategy=strategy,
+                batches=fit_batches,
             )
+    from ._batches import batch_info, predict_codes
+
+    own, target = predict_codes(model, adata, adata.n_obs, batch)
+    if target is not None and is_dask(X):
+        msg = "a model fitted with batches cannot impute dask input yet; load the data into memory."
+        raise ValueError(msg)
     fills = default_fills(model.params["detection_head"]) if fills is None else fills
     check_fills(fills, policy, detection_head=model.params["detection_head"])
     if is_dask(X):  # lazy layers: the model's impute mapped over row chunks
@@ -195,7 +225,7 @@ def deepimpute(
 
         result = impute_dask(model, X, var_names=names, policy=policy, fills=fills, check_counts=check_counts)
     else:
-        result = model._impute_matrix(X, names, policy=policy, fills=fills)
+        result = model._impute_matrix(X, names, policy=policy, fills=fills, own=own, target=target)
     layer_of = output_names(fills, key_added)
     outputs = list(layer_of.values())
 
@@ -244,6 +274,10 @@ def deepimpute(
         "time_s": float(time.perf_counter() - t0),
         "version": version("scdeepimpute"),
     }
+    if model.batch_key_ is not None:
+        adata.uns[key_added]["params"]["batch_key"] = model.batch_key_
+        adata.uns[key_added]["batches"] = batch_info(model)["batches"]
+        adata.uns[key_added]["batch"] = "own" if batch is None else batch
     if calibration is not None:
         adata.uns[key_added]["self_estimate"] = {
             "masked_mse": calibration["blend_mse"],

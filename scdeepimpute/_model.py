@@ -110,6 +110,7 @@ class DeepImpute:
         self.params = _params.hyperparameters(preset, hyperparameters)
         self.random_state = int(random_state)
         self.network_ = None
+        self.batch_key_, self.batches_, self.batch_log_means_ = None, None, None
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -123,6 +124,7 @@ class DeepImpute:
         check_counts: bool = False,
         progress: bool | None = None,
         strategy: tf.distribute.Strategy | Literal["mirrored"] | None = None,
+        batch_key: str | None = None,
     ) -> DeepImpute:
         """Select targets and predictors on ``data`` and train the networks.
 
@@ -154,6 +156,15 @@ class DeepImpute:
             (up to float rounding). Dropout masks are drawn per replica from a stateless generator, so runs
             with and without a strategy differ when ``dropout_rate > 0``. The devices that train are
             logged at verbosity >= 1. Not saved with the model; prediction runs on one device.
+        batch_key
+            Column of ``data.obs`` (AnnData only) naming each cell's batch (sample, plate, technology). Each
+            batch becomes a one-hot input of every block beside the library size; predictor genes are chosen from
+            correlations pooled within batches (each batch centred on its own means, so genes that only differ
+            between batches do not look related); training and validation cells are drawn within each batch in
+            its share; the neighbourhood is searched on PCs of per-batch-centred data. Every batch needs at least
+            :data:`~scdeepimpute._batches.MIN_BATCH_CELLS` training cells (``ValueError`` otherwise, as for an
+            unknown key or missing labels). The key and the batches are saved with the model; predict with
+            ``batch=`` (:meth:`predict`).
 
         Returns
         -------
@@ -168,6 +179,11 @@ class DeepImpute:
         >>> model = sdi.DeepImpute(max_epochs=3).fit(adata, strategy="mirrored")  # doctest: +SKIP
         >>> imputed = model.predict(adata)  # doctest: +SKIP
         """
+        codes = categories = None
+        if batch_key is not None:
+            from ._batches import fit_codes
+
+            codes, categories = fit_codes(data, batch_key)
         # dask input: its training cells are checked once read
         X, names = counts_and_names(data, layer=layer, var_names=var_names, strict=check_counts)
         return self._fit_matrix(
@@ -178,12 +194,16 @@ class DeepImpute:
             check_counts=check_counts,
             progress=progress,
             strategy=strategy,
+            batches=None if batch_key is None else (batch_key, codes, categories),
         )
 
     def _fit_matrix(
-        self, X, names: pd.Index, *, genes, train_size, check_counts: bool, progress, strategy=None
+        self, X, names: pd.Index, *, genes, train_size, check_counts: bool, progress, strategy=None, batches=None
     ) -> DeepImpute:
-        """:meth:`fit` on a matrix from :func:`counts_and_names` (checked once); ``self`` changes only on success."""
+        """:meth:`fit` on a matrix from :func:`counts_and_names` (checked once); ``self`` changes only on success.
+
+        ``batches``: ``None`` or ``(batch_key, codes, categories)`` (:func:`~scdeepimpute._batches.fit_codes`).
+        """
         from ._backend import import_keras, resolve_strategy
         from ._training import network_and_trainer
 
@@ -193,7 +213,15 @@ class DeepImpute:
         p = self.params
         t0 = time.perf_counter()
 
-        cells = training_cells(X.shape[0], train_size, rng)
+        batch_key, codes, categories = (None, None, None) if batches is None else batches
+        if codes is None:
+            cells = training_cells(X.shape[0], train_size, rng)
+        else:
+            from ._batches import check_batch_sizes, stratified_cells
+
+            cells = stratified_cells(codes, train_size, rng)
+            check_batch_sizes(codes[cells], categories, batch_key)
+            codes = codes[cells]  # from here on: the batch of each training cell
         n_val = max(1, round(p["validation_fraction"] * cells.size))
         if cells.size < MIN_CELLS or cells.size - n_val < max(n_val, 10):
             msg = (
@@ -214,7 +242,7 @@ class DeepImpute:
         zero_fraction = 1.0 - detected
         gene_idx = None if genes is None else gene_indices(names, genes)
         split = split_targets(mean, var, min_vmr=p["min_vmr"], subset_size=p["subset_size"], genes=gene_idx, rng=rng)
-        predictors = select_predictors(Xfit, split.blocks, mean, var, n_predictors=p["n_predictors"])
+        predictors = select_predictors(Xfit, split.blocks, mean, var, n_predictors=p["n_predictors"], codes=codes)
         logg.info(
             f"    {split.targets.size} target genes in {len(split.blocks)} blocks "
             f"({split.filled.size} added to fill the last block), "
@@ -225,14 +253,20 @@ class DeepImpute:
         from ._layout import BlockLayout
 
         keras.utils.set_random_seed(self.random_state)
-        layout = BlockLayout.from_blocks(split.blocks, predictors, n_extra=int(p["library_size"]))
+        n_batches = 0 if categories is None else len(categories)
+        layout = BlockLayout.from_blocks(split.blocks, predictors, n_extra=int(p["library_size"]) + n_batches)
         net, trainer = network_and_trainer(layout, p, self.random_state, strategy=strategy)
-        order = rng.permutation(cells.size)
-        val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
+        if codes is None:
+            order = rng.permutation(cells.size)
+            val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
+        else:
+            from ._batches import stratified_split
+
+            val_rows, train_rows = stratified_split(codes, p["validation_fraction"], rng)
         log_max = float(np.log1p(max_value(Xfit)))
         log_lib = log_library(Xfit)
         library_mean = float(log_lib.mean())
-        covariates = (log_lib - library_mean)[:, None] if p["library_size"] else None
+        covariates = _covariates(log_lib - library_mean if p["library_size"] else None, codes, n_batches)
 
         load_rows = batch_loader(Xfit, layout, covariates)
         if progress is None:
@@ -264,31 +298,40 @@ class DeepImpute:
         fitted.zero_fraction_ = zero_fraction
         fitted.library_mean_ = library_mean
         fitted.n_cells_fit_ = int(cells.size)
+        fitted.batch_key_, fitted.batches_ = batch_key, categories
+        fitted.batch_log_means_ = None if codes is None else _batch_log_means(Xfit, layout.columns, codes, n_batches)
         fitted.neighbor_weight_, fitted.calibration_ = 0.0, None
         if hidden is not None:
-            fitted._calibrate(Xfit, hidden)
+            fitted._calibrate(Xfit, hidden, codes)
         fitted.dispersion_ = None  # the rate below is the model's alone
         if p["detection_head"]:
-            fitted.dispersion_ = fitted._dispersion(Xfit[val_rows[:DISPERSION_CELLS]])
+            rows = val_rows[:DISPERSION_CELLS]
+            fitted.dispersion_ = fitted._dispersion(Xfit[rows], None if codes is None else codes[rows])
         fitted.fit_time_ = time.perf_counter() - t0
         self.__dict__.update(fitted.__dict__)
         return self
 
-    def _dispersion(self, X) -> np.ndarray:
-        """Per gene (NaN off target) spread of the counts of ``X`` (cells not trained on) around the model's rate."""
+    def _dispersion(self, X, codes=None) -> np.ndarray:
+        """Per gene (NaN off target) spread of the counts of ``X`` (cells not trained on) around the model's rate.
+
+        ``codes``: the cells' batch codes (a model fitted with batches), each predicted for its own batch.
+        """
         from ._fills import gene_dispersion
 
         target_genes = self._target_genes()
-        rate = self._impute_matrix(X, self.var_names_, policy="all", fills=("expected",))["expected"]
+        rate = self._impute_matrix(X, self.var_names_, policy="all", fills=("expected",), own=codes, target=codes)
+        rate = rate["expected"]
         dispersion = np.full(self.var_names_.size, np.nan)
         dispersion[target_genes] = gene_dispersion(dense_rows(X, slice(None))[:, target_genes], rate[:, target_genes])
         return dispersion
 
-    def _calibrate(self, Xfit, hidden) -> None:
+    def _calibrate(self, Xfit, hidden, codes=None) -> None:
         """Choose ``neighbor_weight_`` and fill ``calibration_`` on the ``hidden`` entries of the training cells."""
         from ._neighbors import calibrate_model
 
-        self.neighbor_weight_, self.calibration_ = calibrate_model(self, Xfit, hidden, rows_per_chunk=PREDICT_ROWS)
+        self.neighbor_weight_, self.calibration_ = calibrate_model(
+            self, Xfit, hidden, rows_per_chunk=PREDICT_ROWS, codes=codes
+        )
 
     # -------------------------------------------------------------- predict
     @property
@@ -311,6 +354,7 @@ class DeepImpute:
         policy: Policy = "restore",
         fill: Fill | None = None,
         check_counts: bool = False,
+        batch: str | None = None,
     ) -> np.ndarray:
         """Impute ``data`` (raw counts; cells x genes) and return a dense float32 count matrix.
 
@@ -326,6 +370,15 @@ class DeepImpute:
         check_counts
             As in :meth:`fit`: raise instead of warn when values are not integers (negative, NaN or infinite
             values always raise ``ValueError``).
+        batch
+            Models fitted with ``batch_key`` only (``ValueError`` otherwise). ``None``: each cell is predicted for
+            its own batch, read from ``data.obs[batch_key]`` (the imputed values keep each batch's character: use
+            it to fill dropouts while keeping the data as measured). A fitted batch's name: every cell is predicted
+            as if it had been measured in that reference batch (the network's batch input is that batch, and its
+            input genes are moved to that batch's mean log1p level), which moves the imputed zeros of all batches
+            onto one batch's scale: use it to lessen
+            the batch effect in the imputed values (with ``policy="restore"`` the observed counts are kept, so only
+            the zeros move). ``ValueError`` for a batch the model never saw.
 
         Returns
         -------
@@ -335,7 +388,7 @@ class DeepImpute:
         if fill is None:
             fill = default_fills(self.params["detection_head"])[0]
         out = self.impute(
-            data, layer=layer, var_names=var_names, policy=policy, fills=(fill,), check_counts=check_counts
+            data, layer=layer, var_names=var_names, policy=policy, fills=(fill,), check_counts=check_counts, batch=batch
         )
         return out[fill]
 
@@ -348,30 +401,46 @@ class DeepImpute:
         policy: Policy = "restore",
         fills: Sequence[Fill] = ("expected", "detected"),
         check_counts: bool = False,
+        batch: str | None = None,
     ) -> dict[str, np.ndarray]:
         """Like :meth:`predict`, for several fills computed in one pass; returns ``{fill: matrix}``."""
+        from ._batches import predict_codes
+
         self._check_fitted()
         check_fills(fills, policy, detection_head=self.params["detection_head"])
+        own, target = predict_codes(self, data, data.shape[0], batch)
         X, names = counts_and_names(data, layer=layer, var_names=var_names, strict=check_counts)
-        return self._impute_matrix(X, names, policy=policy, fills=fills)
+        return self._impute_matrix(X, names, policy=policy, fills=fills, own=own, target=target)
 
-    def _impute_matrix(self, X, names: pd.Index, *, policy: Policy, fills, totals=None) -> dict[str, np.ndarray]:
+    def _impute_matrix(
+        self, X, names: pd.Index, *, policy: Policy, fills, own=None, target=None, totals=None
+    ) -> dict[str, np.ndarray]:
         """:meth:`impute` on a matrix from :func:`counts_and_names` (callers check its values once).
 
+        ``own``, ``target``: the cells' batch codes and those they are predicted for
+        (:func:`~scdeepimpute._batches.predict_codes`); ``target`` is required by a model fitted with batches.
         ``totals``: each cell's total count for the ``"lognorm"`` fill, when ``X`` holds only some of its genes.
         """
         self._check_fitted()
         check_fills(fills, policy, detection_head=self.params["detection_head"])
+        if self.batch_key_ is not None and target is None:
+            msg = (
+                f"the model was fitted with batch_key={self.batch_key_!r}: impute an AnnData with that obs column, "
+                "or give batch=<category>."
+            )
+            raise ValueError(msg)
         if not names.equals(self.var_names_):
-            return self._impute_transfer(X, names, policy=policy, fills=fills)
+            return self._impute_transfer(X, names, policy=policy, fills=fills, own=own, target=target)
         target_genes = self._target_genes()
         zero_fraction = self._target_zero_fraction()
-        neighbourhood = self._neighbourhood(X, target_genes)
+        neighbourhood = self._neighbourhood(X, target_genes, own=own, target=target)
         out = {f: np.empty(X.shape, dtype=np.float32) for f in fills}
         for start in range(0, X.shape[0], PREDICT_ROWS):
             stop = min(start + PREDICT_ROWS, X.shape[0])
             raw = dense_rows(X, slice(start, stop))
-            value, prob = self._heads(raw)
+            value, prob = self._heads(
+                raw, None if target is None else target[start:stop], None if own is None else own[start:stop]
+            )
             rows = {f: values[start:stop] for f, values in out.items()}
             fill_chunk(
                 rows,
@@ -397,31 +466,44 @@ class DeepImpute:
     def _target_zero_fraction(self) -> np.ndarray | None:
         return self.zero_fraction_[self._target_genes()] if self.params["detection_head"] else None
 
-    def _heads(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Run the network: value (log1p) and detection outputs for dense counts ``raw`` (every gene), targets only."""
+    def _heads(
+        self, raw: np.ndarray, codes: np.ndarray | None = None, own: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Run the network: value (log1p) and detection outputs for dense counts ``raw`` (every gene), targets only.
+
+        ``codes``: the batch each row is predicted for (models fitted with batches); ``own``: the rows' own batches.
+        A row predicted for another batch than its own reads its inputs moved to that batch: each input gene's
+        log1p value shifted by the difference of the two batches' mean log1p in the training cells (kept >= 0).
+        """
         layout = self.layout_
         valid = (layout.outputs != layout.pad).ravel()  # the network's output slots that hold a target
-        covariates = None
+        log_lib = None
         if self.params["library_size"]:
-            covariates = np.log1p(raw.sum(axis=1, dtype=np.float64))[:, None] - self.library_mean_
-        value, prob = self._trainer.predict(batch(raw, layout, covariates))
+            log_lib = np.log1p(raw.sum(axis=1, dtype=np.float64)) - self.library_mean_
+        covariates = _covariates(log_lib, codes, 0 if self.batches_ is None else len(self.batches_))
+        data = batch(raw, layout, covariates)
+        if codes is not None and own is not None and np.any(codes != own):
+            n_cols = layout.columns.size
+            shift = self.batch_log_means_[codes] - self.batch_log_means_[own]
+            np.maximum(data[:, :n_cols] + shift.astype(np.float32), 0.0, out=data[:, :n_cols])
+        value, prob = self._trainer.predict(data)
         value = value.reshape(raw.shape[0], -1)[:, valid]
         return value, None if prob is None else prob.reshape(raw.shape[0], -1)[:, valid]
 
-    def _neighbourhood(self, X, target_genes: np.ndarray):
+    def _neighbourhood(self, X, target_genes: np.ndarray, *, own=None, target=None):
         """Build the neighbourhood of the cells of ``X`` (the data imputed); ``None`` where it has no weight."""
         from ._neighbors import model_neighbourhood
 
-        return model_neighbourhood(self, X, target_genes)
+        return model_neighbourhood(self, X, target_genes, own=own, target=target)
 
     #: Largest fraction of the model's input genes that may be missing from new data.
     max_missing_fraction = 0.5
 
-    def _impute_transfer(self, X, names: pd.Index, *, policy: Policy, fills) -> dict[str, np.ndarray]:
+    def _impute_transfer(self, X, names: pd.Index, *, policy: Policy, fills, own=None, target=None):
         """Impute data whose genes differ from the training genes (:func:`~scdeepimpute._transfer.impute_transfer`)."""
         from ._transfer import impute_transfer
 
-        return impute_transfer(self, X, names, policy=policy, fills=fills)
+        return impute_transfer(self, X, names, policy=policy, fills=fills, own=own, target=target)
 
     # ---------------------------------------------------------- persistence
     def save(self, path: str | Path, *, overwrite: bool = False) -> None:
@@ -442,3 +524,27 @@ class DeepImpute:
     def __repr__(self) -> str:
         state = "unfitted" if self.network_ is None else f"{len(self.blocks_)} blocks, {self.targets_.size} targets"
         return f"DeepImpute(preset={self.preset!r}, {state})"
+
+
+def _covariates(log_lib: np.ndarray | None, codes: np.ndarray | None, n_batches: int) -> np.ndarray | None:
+    """Per-cell inputs of every block: the centred log library size (if any), then the batch one-hot (if any)."""
+    if codes is None:
+        if n_batches:  # a model with batches always gets them: callers pass the codes
+            msg = "a model fitted with batches needs each cell's batch code."
+            raise ValueError(msg)
+        return None if log_lib is None else log_lib[:, None]
+    from ._batches import one_hot
+
+    hot = one_hot(np.asarray(codes), n_batches)
+    return hot if log_lib is None else np.concatenate([log_lib[:, None], hot], axis=1)
+
+
+def _batch_log_means(X, columns: np.ndarray, codes: np.ndarray, n_batches: int) -> np.ndarray:
+    """Mean log1p count of each of ``columns`` in each batch (batches x columns, float64)."""
+    out = np.zeros((n_batches, columns.size), dtype=np.float64)
+    for b in range(n_batches):
+        for start in range(0, int((codes == b).sum()), PREDICT_ROWS):
+            rows = np.flatnonzero(codes == b)[start : start + PREDICT_ROWS]
+            out[b] += np.log1p(dense_rows(X, rows, columns, dtype=np.float64)).sum(axis=0)
+        out[b] /= max(int((codes == b).sum()), 1)
+    return out

@@ -43,11 +43,29 @@ def _library(X) -> np.ndarray:
     return lib
 
 
-def _principal_components(X, lib: np.ndarray, n_pcs: int, random_state: int) -> np.ndarray:
-    """PCs of log1p counts normalised to the median library; sparse input is centred implicitly (never densified)."""
+#: How a model fitted with batches searches neighbours: ``"within"`` (on PCs of per-batch-centred data,
+#: among the cells of the batch the cell is predicted for) or ``"centred"`` (same PCs, among all cells);
+#: measured in ``benchmarks/RESULTS_batches.md`` (``"centred"`` mixed batches better for own-batch prediction).
+BATCH_NEIGHBOURS = "centred"
+
+
+def _principal_components(X, lib: np.ndarray, n_pcs: int, random_state: int, batches=None) -> np.ndarray:
+    """PCs of log1p counts normalised to the median library; sparse input is centred implicitly (never densified).
+
+    With ``batches`` (a code per cell) each batch is centred on its own mean first, so the PCs follow the
+    variation within batches rather than between them (densifies sparse input).
+    """
     from sklearn.decomposition import PCA
 
     scale = sparse.diags((np.median(lib) / lib).astype(np.float32))
+    if batches is not None:
+        Y = scale @ (X.toarray() if sparse.issparse(X) else np.asarray(X))
+        Y = np.log1p(np.asarray(Y, dtype=np.float32))
+        for b in np.unique(batches):
+            members = batches == b
+            Y[members] -= Y[members].mean(axis=0)
+        n_pcs = max(1, min(n_pcs, min(Y.shape) - 1))
+        return PCA(n_components=n_pcs, random_state=random_state).fit_transform(Y)
     if sparse.issparse(X):
         Y = sparse.csr_matrix(scale @ X, dtype=np.float32)
         Y.data = np.log1p(Y.data)
@@ -82,7 +100,15 @@ class Neighbourhood:
 
 
 def fit_neighbourhood(
-    X, *, columns: np.ndarray | None = None, n_neighbors: int = 30, n_pcs: int = 30, random_state: int = 0
+    X,
+    *,
+    columns: np.ndarray | None = None,
+    n_neighbors: int = 30,
+    n_pcs: int = 30,
+    random_state: int = 0,
+    batches: np.ndarray | None = None,
+    target: np.ndarray | None = None,
+    mode: str | None = None,
 ) -> Neighbourhood:
     """Build the neighbourhood of every cell of ``X`` (counts, cells x genes; dense or sparse).
 
@@ -99,6 +125,13 @@ def fit_neighbourhood(
         Principal components of the graph (fewer where ``X`` has fewer genes or cells).
     random_state
         Seed of the PCA's solver.
+    batches
+        Each cell's batch code: the PCs are those of per-batch-centred data.
+    target
+        With ``batches``, the batch each cell is predicted for (default: its own); in ``mode="within"`` its
+        neighbours are cells of that batch (the cell's own batch where the data hold no cell of it).
+    mode
+        ``"within"`` or ``"centred"`` (neighbours among all cells); default :data:`BATCH_NEIGHBOURS`.
     """
     from sklearn.neighbors import NearestNeighbors
 
@@ -107,14 +140,57 @@ def fit_neighbourhood(
         msg = f"a neighbourhood needs at least 2 cells, got {n}."
         raise ValueError(msg)
     lib = _library(X)
-    pcs = _principal_components(X, lib, n_pcs, random_state)
-    k = min(int(n_neighbors), n - 1)
-    # exact search; kneighbors_graph(None) leaves each cell out of its own neighbours
-    graph = NearestNeighbors(n_neighbors=k).fit(pcs).kneighbors_graph(None, mode="connectivity")
-    weights = sparse.csr_matrix(graph / k, dtype=np.float64)
+    pcs = _principal_components(X, lib, n_pcs, random_state, batches=batches)
+    if batches is not None and (mode or BATCH_NEIGHBOURS) == "within":
+        weights = _within_batch_graph(pcs, np.asarray(batches), batches if target is None else target, n_neighbors)
+    else:
+        k = min(int(n_neighbors), n - 1)
+        # exact search; kneighbors_graph(None) leaves each cell out of its own neighbours
+        graph = NearestNeighbors(n_neighbors=k).fit(pcs).kneighbors_graph(None, mode="connectivity")
+        weights = sparse.csr_matrix(graph / k, dtype=np.float64)
     counts = X if columns is None else X[:, columns]
     rates = sparse.csr_matrix(sparse.diags(1.0 / lib) @ sparse.csr_matrix(counts, dtype=np.float64))
     return Neighbourhood(weights=weights, rates=rates, library=lib)
+
+
+def _within_batch_graph(pcs: np.ndarray, own: np.ndarray, target: np.ndarray, n_neighbors: int) -> sparse.csr_matrix:
+    """Row-normalised kNN weights where each cell's neighbours are cells of its ``target`` batch, never itself."""
+    from sklearn.neighbors import NearestNeighbors
+
+    from . import _logging as logg
+
+    n = own.size
+    target = np.asarray(target).copy()
+    absent = ~np.isin(target, own)
+    if absent.any():
+        logg.warning(
+            f"{int(absent.sum())} cells are predicted for a batch with no cell in these data; their neighbours "
+            "come from their own batch."
+        )
+        target[absent] = own[absent]
+    rows, cols, vals = [], [], []
+    for b in np.unique(target):
+        pool = np.flatnonzero(own == b)
+        queries = np.flatnonzero(target == b)
+        inside = np.isin(queries, pool).any()  # then a query may find itself, which is dropped
+        k = min(int(n_neighbors), pool.size - int(inside))
+        if k < 1:
+            msg = f"batch code {b} has {pool.size} cell(s) in these data: too few to search neighbours among."
+            raise ValueError(msg)
+        nn = NearestNeighbors(n_neighbors=min(k + 1, pool.size)).fit(pcs[pool])
+        found = pool[nn.kneighbors(pcs[queries], return_distance=False)]
+        keep = found != queries[:, None]
+        # without itself among the candidates a cell keeps its k nearest: the farthest candidate goes
+        surplus = keep.sum(axis=1) > k
+        keep[surplus, -1] = False
+        keep &= np.cumsum(keep, axis=1) <= k
+        r, c = np.nonzero(keep)
+        rows.append(queries[r])
+        cols.append(found[r, c])
+        vals.append(np.full(r.size, 1.0 / k))
+    return sparse.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n), dtype=np.float64
+    )
 
 
 # ----------------------------------------------------------------- the Poisson expectation at a rate
@@ -260,12 +336,14 @@ def calibrate(
     weight: float | str = "auto",
     random_state: int = 0,
     rows_per_chunk: int = 512,
+    batches: np.ndarray | None = None,
 ) -> tuple[float, dict]:
     """Choose the neighbourhood's weight on the hidden ``entries`` of ``X`` and score the result.
 
     ``X`` is the matrix the network was trained on, with ``entries`` already hidden (:func:`hide`); the
     neighbourhood is built from it too, so no hidden count reaches either estimate. ``network_log1p`` maps dense
-    rows of ``X`` (all genes) to the network's value if detected (log1p) of the ``targets`` columns. Entries of
+    rows of ``X`` (all genes) and their row numbers to the network's value if detected (log1p) of the ``targets``
+    columns; ``batches`` (a code per row of ``X``) makes the neighbourhood batch-aware. Entries of
     other genes are dropped. ``weight="auto"`` takes :func:`choose_weight`, a number is kept. Returns
     ``(weight, report)`` with the :func:`calibration_report` of the kept entries.
     """
@@ -280,14 +358,16 @@ def calibrate(
     network = np.empty(len(entries), dtype=np.float64)
     neighbourhood = np.empty(len(entries), dtype=np.float64)
     if len(entries):
-        nb = fit_neighbourhood(X, columns=targets, n_neighbors=n_neighbors, n_pcs=N_PCS, random_state=random_state)
+        nb = fit_neighbourhood(
+            X, columns=targets, n_neighbors=n_neighbors, n_pcs=N_PCS, random_state=random_state, batches=batches
+        )
         cells = np.unique(entries.rows)
         for start in range(0, cells.size, rows_per_chunk):
             chunk = cells[start : start + rows_per_chunk]
             lo, hi = np.searchsorted(entries.rows, [chunk[0], chunk[-1] + 1])  # entries are sorted by row
             local = np.searchsorted(chunk, entries.rows[lo:hi])
             cols = position[entries.cols[lo:hi]]
-            network[lo:hi] = network_log1p(dense_rows(X, chunk))[local, cols]
+            network[lo:hi] = network_log1p(dense_rows(X, chunk), chunk)[local, cols]
             neighbourhood[lo:hi] = nb.log1p_if_detected(chunk)[local, cols]
     truth = np.log1p(entries.values)
     w = choose_weight(truth, network, neighbourhood) if weight == "auto" else float(weight)
@@ -296,22 +376,31 @@ def calibrate(
 
 
 # ------------------------------------------------------------------ the fitted model's side
-def model_neighbourhood(model, X, target_genes: np.ndarray):
-    """Build the neighbourhood of the cells of ``X`` for ``model``'s targets; ``None`` where it has no weight."""
+def model_neighbourhood(model, X, target_genes: np.ndarray, *, own=None, target=None):
+    """Build the neighbourhood of the cells of ``X`` for ``model``'s targets; ``None`` where it has no weight.
+
+    ``own`` and ``target``: the cells' batch codes and the batch each is predicted for (models with batches).
+    """
     if model.params["neighbors"] == 0 or model.neighbor_weight_ == 0 or X.shape[0] < 2:
         return None
     return fit_neighbourhood(
-        X, columns=target_genes, n_neighbors=model.params["neighbors"], n_pcs=N_PCS, random_state=model.random_state
+        X,
+        columns=target_genes,
+        n_neighbors=model.params["neighbors"],
+        n_pcs=N_PCS,
+        random_state=model.random_state,
+        batches=own,
+        target=target,
     )
 
 
-def calibrate_model(model, Xfit, hidden: CalibrationEntries, *, rows_per_chunk: int) -> tuple[float, dict]:
+def calibrate_model(model, Xfit, hidden: CalibrationEntries, *, rows_per_chunk: int, codes=None) -> tuple[float, dict]:
     """``(neighbor_weight_, calibration_)`` of a just-trained ``model`` from the ``hidden`` entries of ``Xfit``."""
     from . import _logging as logg
     from ._fills import detected_log1p
 
-    def network_log1p(raw):
-        value, prob = model._heads(raw)
+    def network_log1p(raw, rows):
+        value, prob = model._heads(raw, None if codes is None else codes[rows])
         return detected_log1p(value, prob, zero_fraction=model._target_zero_fraction(), log_max=model.log_max_)
 
     weight, report = calibrate(
@@ -323,6 +412,7 @@ def calibrate_model(model, Xfit, hidden: CalibrationEntries, *, rows_per_chunk: 
         weight=model.params["neighbor_weight"],
         random_state=model.random_state,
         rows_per_chunk=rows_per_chunk,
+        batches=codes,
     )
     logg.info(
         f"    neighbourhood weight {weight:.2f}; on {report['n_entries']} hidden non-zeros: MSE "

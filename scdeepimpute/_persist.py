@@ -22,9 +22,10 @@ if TYPE_CHECKING:
     from ._model import DeepImpute
 
 #: Saved-model format; 2 added ``zero_fraction`` (needed by ``fill="detected"`` with a detection head),
-#: 3 the neighbourhood's weight and the self-calibration (format 2 still loads: no neighbourhood).
-FORMAT_VERSION = 3
-_READS = (2, 3)
+#: 3 the neighbourhood's weight and the self-calibration (format 2 still loads: no neighbourhood), 4 the
+#: ``batch_key`` and its batches (formats 2 and 3 still load: no batches).
+FORMAT_VERSION = 4
+_READS = (2, 3, 4)
 
 CONFIG, WEIGHTS = "config.json", "model.weights.h5"
 
@@ -73,6 +74,9 @@ def save(model: DeepImpute, path: str | Path, *, overwrite: bool = False) -> Non
         "neighbor_weight": model.neighbor_weight_,
         "calibration": _calibration_json(model.calibration_),
         "dispersion": None if model.dispersion_ is None else [None if x != x else float(x) for x in model.dispersion_],
+        "batch_key": model.batch_key_,
+        "batches": model.batches_,
+        "batch_log_means": None if model.batch_log_means_ is None else model.batch_log_means_.tolist(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     # beside the target, so the renames stay on one file system (atomic); mkdir applies the umask as usual
@@ -143,7 +147,8 @@ def load(cls: type[DeepImpute], path: str | Path) -> DeepImpute:
         found = config.get("format_version", "unknown (no format_version)")
         msg = (
             f"{config_file} holds model format {found}, this version reads formats {', '.join(map(str, _READS))}"
-            " (format 2 stores each gene's zero fraction, used by fill='detected'; 3 the neighbourhood weight);"
+            " (format 2 stores each gene's zero fraction, used by fill='detected'; 3 the neighbourhood weight;"
+            " 4 the batches);"
             " refit the model with this version and save it again."
         )
         raise ValueError(msg)
@@ -152,7 +157,9 @@ def load(cls: type[DeepImpute], path: str | Path) -> DeepImpute:
     model = _model_from_config(cls, config, config_file)
     p = model.params
     blocks, predictors, selected = _check_genes(config, config_file)
-    layout = BlockLayout.from_blocks(blocks, predictors, n_extra=int(p["library_size"]))
+    batch_key, batches = _check_batches(config, config_file)
+    n_batches = 0 if batches is None else len(batches)
+    layout = BlockLayout.from_blocks(blocks, predictors, n_extra=int(p["library_size"]) + n_batches)
     network, trainer = network_and_trainer(layout, p, model.random_state)
     _check_weights(weights_file, network, config_file.name)
     _check_history(config, len(blocks), config_file)
@@ -183,7 +190,27 @@ def load(cls: type[DeepImpute], path: str | Path) -> DeepImpute:
     if model.dispersion_ is not None and model.dispersion_.shape != (model.var_names_.size,):
         msg = f"{config_file}: 'dispersion' has {model.dispersion_.size} entries for {model.var_names_.size} genes."
         raise ValueError(msg)
+    model.batch_key_, model.batches_ = batch_key, batches
+    model.batch_log_means_ = None
+    if batches is not None:
+        means = np.asarray(config.get("batch_log_means"), dtype=np.float64)
+        if means.shape != (n_batches, layout.columns.size):
+            msg = f"{config_file}: batch_log_means has shape {means.shape}, not batches x input genes; {_DAMAGED}."
+            raise ValueError(msg)
+        model.batch_log_means_ = means
     return model
+
+
+def _check_batches(config: dict, config_file: Path) -> tuple[str | None, list[str] | None]:
+    """Return the saved ``batch_key`` and batch categories (``None, None`` before format 4 or without batches)."""
+    key, batches = config.get("batch_key"), config.get("batches")
+    if key is None and batches is None:
+        return None, None
+    ok = isinstance(key, str) and isinstance(batches, list) and batches and all(isinstance(b, str) for b in batches)
+    if not ok or len(set(batches)) != len(batches):
+        msg = f"{config_file}: batch_key and batches are not a name and a list of distinct batch names; {_DAMAGED}."
+        raise ValueError(msg)
+    return key, batches
 
 
 def _read_config(config_file: Path) -> dict:

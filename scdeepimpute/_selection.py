@@ -108,16 +108,19 @@ CROSS_PRODUCT_BYTES = 2**28
 GRAM_BYTES = 2**28
 
 
-def _cross_products(X, groups: list[np.ndarray], mean: np.ndarray) -> tuple[list[np.ndarray], bool]:
+def _cross_products(
+    X, groups: list[np.ndarray], mean: np.ndarray, codes: np.ndarray | None = None
+) -> tuple[list[np.ndarray], bool]:
     """``X.T @ X[:, cols]`` for each ``cols`` in ``groups`` (genes x len(cols), float64), over row chunks.
 
     Dense-enough data are centred first (``X - mean``) and multiplied in float32: centring keeps the
-    float32 products accurate (no cancellation in ``E[xy] - E[x]E[y]``). Returns the products and
-    whether they are centred.
+    float32 products accurate (no cancellation in ``E[xy] - E[x]E[y]``). With batch ``codes``, ``mean`` is
+    batches x genes and every row is centred on its own batch's mean (always, whatever the density).
+    Returns the products and whether they are centred.
     """
     n, n_genes = X.shape
     density = X.nnz / max(n * n_genes, 1) if sparse.issparse(X) else 1.0
-    centred = density >= DENSE_PRODUCT_DENSITY
+    centred = density >= DENSE_PRODUCT_DENSITY or codes is not None
     # where the group's columns are most genes, one symmetric product serves every block of the group
     symmetric = centred and 8 * n_genes**2 <= GRAM_BYTES and 2 * sum(c.size for c in groups) >= n_genes
     if symmetric:
@@ -134,7 +137,7 @@ def _cross_products(X, groups: list[np.ndarray], mean: np.ndarray) -> tuple[list
         rows = X[start : start + chunk]
         if centred:
             rows = rows.toarray() if sparse.issparse(rows) else np.asarray(rows)
-            rows = rows.astype(np.float32) - mean32
+            rows = rows.astype(np.float32) - (mean32 if codes is None else mean32[codes[start : start + chunk]])
             if symmetric:
                 gram += blas.ssyrk(1.0, rows, trans=1)  # upper triangle of rows.T @ rows; the rest is 0
                 continue
@@ -160,18 +163,40 @@ def _accumulate(acc: np.ndarray | None, product: np.ndarray) -> np.ndarray:
     return acc
 
 
-def abs_correlations(X, blocks: list[np.ndarray], mean: np.ndarray, var: np.ndarray):
+def within_batch_stats(X, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-batch gene means (batches x genes) and the pooled within-batch variance, ``SS_within / n`` (genes)."""
+    from ._utils import gene_stats
+
+    n_batches = int(codes.max()) + 1
+    means = np.zeros((n_batches, X.shape[1]), dtype=np.float64)
+    ss = np.zeros(X.shape[1], dtype=np.float64)
+    for b in range(n_batches):
+        rows = np.flatnonzero(codes == b)
+        means[b], var, _ = gene_stats(X[rows])
+        ss += var * (rows.size - 1)
+    return means, ss / X.shape[0]
+
+
+def abs_correlations(X, blocks: list[np.ndarray], mean: np.ndarray, var: np.ndarray, *, codes=None):
     """|Pearson r| between each block's targets and every gene: yields one targets x genes array per block.
 
     Computed from cross products in row chunks, a group of blocks per pass over the rows, so memory
     is O(targets x genes) per block; constant genes get 0 (as the original's ``NaN -> 0``).
+
+    With batch ``codes`` (one integer per row), r is the pooled within-batch correlation: each batch is
+    centred on its own means and the pooled within-batch covariance is divided by the pooled within-batch
+    standard deviations, so genes that merely differ between batches in the same direction are not related.
     """
     n, n_genes = X.shape
     per_group = max(1, CROSS_PRODUCT_BYTES // (8 * n_genes * max(max(b.size for b in blocks), 1)))
-    sd = np.sqrt(var * (n - 1) / n)  # population sd to match the population covariance
+    if codes is None:
+        sd = np.sqrt(var * (n - 1) / n)  # population sd to match the population covariance
+    else:
+        mean, pooled_var = within_batch_stats(X, np.asarray(codes))
+        sd = np.sqrt(pooled_var)
     for first in range(0, len(blocks), per_group):
         group = blocks[first : first + per_group]
-        crosses, centred = _cross_products(X, group, mean)
+        crosses, centred = _cross_products(X, group, mean, codes)
         for targets, cross in zip(group, crosses, strict=True):
             yield _abs_pearson(cross, targets, n, mean, sd, centred)
 
@@ -198,9 +223,9 @@ def _abs_pearson(cross, targets, n, mean, sd, centred) -> np.ndarray:
     return r
 
 
-def abs_correlation(X, targets: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
-    """|Pearson r| between ``targets`` and every gene, on counts: a targets x genes array."""
-    return next(abs_correlations(X, [targets], mean, var))
+def abs_correlation(X, targets: np.ndarray, mean: np.ndarray, var: np.ndarray, *, codes=None) -> np.ndarray:
+    """|Pearson r| between ``targets`` and every gene, on counts: a targets x genes array (pooled within ``codes``)."""
+    return next(abs_correlations(X, [targets], mean, var, codes=codes))
 
 
 def top_predictors(corr: np.ndarray, allowed: np.ndarray, n_predictors: int, *, overwrite: bool = False) -> np.ndarray:
@@ -242,12 +267,15 @@ def _top_k_columns(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def select_predictors(
-    X, blocks: list[np.ndarray], mean: np.ndarray, var: np.ndarray, *, n_predictors: int
+    X, blocks: list[np.ndarray], mean: np.ndarray, var: np.ndarray, *, n_predictors: int, codes=None
 ) -> list[np.ndarray]:
-    """Input genes of every block: each target's top ``n_predictors`` |r| genes, never a target of the same block."""
+    """Input genes of every block: each target's top ``n_predictors`` |r| genes, never a target of the same block.
+
+    With batch ``codes``, r is pooled within batches (:func:`abs_correlations`).
+    """
     candidates = np.flatnonzero(var > 0)
     predictors = []
-    for block, corr in zip(blocks, abs_correlations(X, blocks, mean, var), strict=True):
+    for block, corr in zip(blocks, abs_correlations(X, blocks, mean, var, codes=codes), strict=True):
         allowed = candidates[~np.isin(candidates, block)]
         predictors.append(top_predictors(corr, allowed, n_predictors, overwrite=True))
     return predictors

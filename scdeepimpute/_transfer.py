@@ -15,12 +15,14 @@ if TYPE_CHECKING:
     from ._model import DeepImpute
 
 
-def impute_transfer(model: DeepImpute, X, names: pd.Index, *, policy: Policy, fills) -> dict[str, np.ndarray]:
+def impute_transfer(
+    model: DeepImpute, X, names: pd.Index, *, policy: Policy, fills, own=None, target=None
+) -> dict[str, np.ndarray]:
     """Impute ``X`` with ``model`` when its genes differ from the training genes, aligning them by name.
 
     Genes the model reads but ``data`` lacks are treated as zero (warning with their number; an error when more
     than the model's ``max_missing_fraction`` are missing). Genes of ``data`` unknown to the model pass through
-    unchanged.
+    unchanged. ``own``/``target``: the cells' batch codes, as in ``DeepImpute._impute_matrix``.
     """
     if not names.is_unique:
         msg = "var_names of `data` are not unique; call adata.var_names_make_unique() first."
@@ -42,7 +44,9 @@ def impute_transfer(model: DeepImpute, X, names: pd.Index, *, policy: Policy, fi
     )
     aligned = X @ select  # cells x model genes, zeros where missing
     totals = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()  # "lognorm" normalises by the data's own genes
-    result = model._impute_matrix(aligned, model.var_names_, policy=policy, fills=fills, totals=totals)
+    result = model._impute_matrix(
+        aligned, model.var_names_, policy=policy, fills=fills, own=own, target=target, totals=totals
+    )
     out = {}
     for fill, values in result.items():
         # always a new array: for dense float32 input dense_rows(X) would be the caller's own matrix

@@ -41,6 +41,7 @@ CASES = [
     _case("accuracy.py", [], r"\| dataset \| depth \| scheme \|", shared=True),
     _case("reliability.py", [], r"\| dataset \| scheme \| cells x genes \| genes scored \|", shared=True),
     _case("speed.py", [], r"\| [^|\n]+ \|", old_quick="cap training at 3 epochs"),
+    _case("batches.py", [], r"\| layer \| cell-line ARI \| silhouette \(cell line\) \| batch ASW", shared=True),
 ]
 
 
